@@ -1,0 +1,169 @@
+"""Experiment outputs: results.json, table.md and plots, always written atomically.
+
+Every ``experiments/*.py`` writes the same ``results.json`` shape (DESIGN.md)::
+
+    {"experiment": str, "config": {...},
+     "rows": [{"method": str, "metrics": {name: {"mean", "ci95", "per_seed"}}}]}
+
+A write goes to a temporary file in the target directory and is renamed over the final
+name, so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcl import metrics
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _finite_or_none(x: float) -> float | None:
+    # JSON has no NaN; a diverged seed is reported as null.
+    return float(x) if math.isfinite(x) else None
+
+
+def summary(per_seed: Sequence[float] | np.ndarray) -> dict[str, Any]:
+    """``{"mean", "ci95", "per_seed"}`` of one metric; NaN seeds are excluded and counted.
+
+    The 95% confidence half-width uses Student's t with n−1 degrees of freedom
+    (:func:`jaxcl.metrics.mean_ci95`).
+    """
+    values = np.asarray(per_seed, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(values)
+    out: dict[str, Any] = {"mean": None, "ci95": None}
+    if finite.any():
+        mean, half = metrics.mean_ci95(values[finite])
+        out = {"mean": _finite_or_none(float(mean)), "ci95": _finite_or_none(float(half))}
+    out["per_seed"] = [_finite_or_none(v) for v in values.tolist()]
+    if not finite.all():
+        out["n_excluded"] = int((~finite).sum())
+    return out
+
+
+def write_results(
+    out_dir: str | os.PathLike,
+    *,
+    experiment: str,
+    config: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+) -> Path:
+    """Writes ``results.json`` into ``out_dir`` (atomically) and returns its path."""
+    for row in rows:
+        if "method" not in row or "metrics" not in row:
+            raise ValueError(f"each row needs 'method' and 'metrics' keys, got {sorted(row)}")
+    payload = {"experiment": experiment, "config": dict(config), "rows": list(rows)}
+    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default)
+    return atomic_write_text(Path(out_dir) / "results.json", text + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    return str(obj)
+
+
+def _cell(stat: Mapping[str, Any] | None, scale: float, digits: int) -> str:
+    if stat is None or stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean'] * scale:.{digits}f}"
+    if stat.get("ci95") is not None:
+        text += f" ± {stat['ci95'] * scale:.{digits}f}"
+    if stat.get("n_excluded"):
+        text += f" ({stat['n_excluded']} diverged)"
+    return text
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    metrics: Sequence[str],
+    paper: Mapping[str, Mapping[str, float]] | None = None,
+    percent: bool = True,
+    digits: int = 1,
+) -> str:
+    """A markdown table: one line per method, mean ± 95% CI per metric.
+
+    Args:
+      rows: rows as written to results.json.
+      metrics: metric names, in column order.
+      paper: optional ``{method: {metric: value}}`` of published numbers (fractions);
+        each appears in a "paper" column beside ours.
+      percent: show fractions as percentages.
+      digits: decimals shown.
+    """
+    scale = 100.0 if percent else 1.0
+    header = ["method"]
+    for name in metrics:
+        header.append(name + (" (%)" if percent else ""))
+        if paper is not None:
+            header.append(f"{name} paper")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row["method"])]
+        for name in metrics:
+            cells.append(_cell(row["metrics"].get(name), scale, digits))
+            if paper is not None:
+                ref = paper.get(row["method"], {}).get(name)
+                cells.append("–" if ref is None else f"{ref * scale:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(out_dir: str | os.PathLike, text: str, name: str = "table.md") -> Path:
+    """Writes a markdown table into ``out_dir`` atomically."""
+    return atomic_write_text(Path(out_dir) / name, text)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 120) -> Path:
+    """Saves a matplotlib figure as PNG atomically, then closes it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def figure(*args: Any, **kwargs: Any) -> Any:
+    """``plt.subplots`` on the non-interactive Agg backend (safe on headless machines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)

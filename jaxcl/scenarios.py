@@ -1,0 +1,280 @@
+"""Task streams as arrays: class splits, permutations, class pairs, dataset sequences.
+
+A :class:`Scenario` keeps every example once (``train_x``/``test_x``, already preprocessed)
+and describes task ``t`` by index arrays into them, padded to a common length with a count
+of valid entries, so ragged tasks are exact inside one compiled program. Permuted streams
+store one pixel permutation per task and apply it when a batch is gathered: no task is
+ever materialised.
+
+Heads: ``"shared"`` (class- or domain-incremental: argmax over every logit) or ``"task"``
+(task-incremental: logits outside the task's classes are masked out in training and at
+evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcl import data as data_lib
+
+HEADS = ("shared", "task")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A continual-learning stream of ``T`` tasks over ``C`` classes.
+
+    Attributes:
+      train_x: ``[N, D]`` float32 training inputs of every task.
+      train_y: ``[N]`` int32 labels.
+      test_x: ``[M, D]`` float32 test inputs.
+      test_y: ``[M]`` int32 labels.
+      train_idx: ``[T, L]`` int32 rows of ``train_x`` per task, padded with 0.
+      train_count: ``[T]`` int32 number of valid entries of each ``train_idx`` row.
+      test_idx: ``[T, L']`` int32 rows of ``test_x`` per task, padded with 0.
+      test_count: ``[T]`` int32 valid entries of each ``test_idx`` row.
+      class_mask: ``[T, C]`` bool, the classes that occur in each task.
+      input_perm: ``[T, D]`` int32 per-task input permutation, or None (identity).
+      num_classes: ``C`` (static).
+      head: ``"shared"`` or ``"task"`` (static).
+      task_names: one name per task (static).
+    """
+
+    train_x: jax.Array
+    train_y: jax.Array
+    test_x: jax.Array
+    test_y: jax.Array
+    train_idx: jax.Array
+    train_count: jax.Array
+    test_idx: jax.Array
+    test_count: jax.Array
+    class_mask: jax.Array
+    input_perm: jax.Array | None
+    num_classes: int = dataclasses.field(metadata=dict(static=True))
+    head: str = dataclasses.field(metadata=dict(static=True))
+    task_names: tuple[str, ...] = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    def inputs(self, x: jax.Array, task: jax.Array) -> jax.Array:
+        """Applies task ``task``'s input transform to a batch ``x`` of shape ``[B, D]``."""
+        if self.input_perm is None:
+            return x
+        return jnp.take(x, self.input_perm[task], axis=-1)
+
+    def logit_mask(self, task: jax.Array) -> jax.Array:
+        """``[C]`` bool: the logits that compete on task ``task`` under this head."""
+        if self.head == "task":
+            return self.class_mask[task]
+        return jnp.ones((self.num_classes,), bool)
+
+
+def mask_logits(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """Sets the logits outside ``mask`` to the dtype's lowest value (never chosen)."""
+    return jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+
+
+def _pad_rows(rows: Sequence[np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.asarray([len(r) for r in rows], np.int32)
+    empty = [i for i, c in enumerate(counts) if c == 0]
+    if empty:
+        raise ValueError(f"task(s) {empty} have no {name} examples; every task needs some")
+    padded = np.zeros((len(rows), counts.max()), np.int32)
+    for i, r in enumerate(rows):
+        padded[i, : len(r)] = r
+    return padded, counts
+
+
+def _check_head(head: str) -> None:
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+
+
+def from_class_groups(
+    data: data_lib.ArrayDataset,
+    groups: Sequence[Sequence[int]],
+    *,
+    head: str = "shared",
+    input_perm: np.ndarray | None = None,
+    max_test_per_task: int | None = None,
+    task_names: Sequence[str] | None = None,
+) -> Scenario:
+    """One task per group of classes, in the given order; examples keep dataset order.
+
+    Args:
+      data: a preprocessed dataset (``[N, D]`` inputs).
+      groups: the classes of each task, e.g. ``[(0, 1), (2, 3), ...]``.
+      head: ``"shared"`` (class-incremental) or ``"task"`` (task-incremental).
+      input_perm: optional ``[T, D]`` per-task permutation.
+      max_test_per_task: keep only the first this many test examples per task (long
+        streams evaluate every task after every task).
+      task_names: defaults to the classes joined by "/".
+    """
+    _check_head(head)
+    if data.train_x.ndim != 2:
+        raise ValueError(f"inputs must be flattened [N, D], got shape {data.train_x.shape}")
+    if not groups:
+        raise ValueError("groups is empty: a scenario needs at least one task")
+    for g in groups:
+        bad = [c for c in g if not 0 <= c < data.num_classes]
+        if bad or not g:
+            raise ValueError(
+                f"class group {tuple(g)} must be non-empty with classes in "
+                f"[0, {data.num_classes}), got invalid {bad}"
+            )
+    train_rows = [np.flatnonzero(np.isin(data.train_y, g)) for g in groups]
+    test_rows = [np.flatnonzero(np.isin(data.test_y, g))[:max_test_per_task] for g in groups]
+    class_mask = np.zeros((len(groups), data.num_classes), bool)
+    for t, g in enumerate(groups):
+        class_mask[t, list(g)] = True
+    names = tuple(task_names or ("/".join(map(str, g)) for g in groups))
+    return _build(data, train_rows, test_rows, class_mask, names, head, input_perm)
+
+
+def _build(
+    data: data_lib.ArrayDataset,
+    train_rows: Sequence[np.ndarray],
+    test_rows: Sequence[np.ndarray],
+    class_mask: np.ndarray,
+    names: tuple[str, ...],
+    head: str,
+    input_perm: np.ndarray | None = None,
+) -> Scenario:
+    if len(names) != len(train_rows):
+        raise ValueError(f"task_names has {len(names)} entries for {len(train_rows)} tasks")
+    train_idx, train_count = _pad_rows(train_rows, "training")
+    test_idx, test_count = _pad_rows(test_rows, "test")
+    return Scenario(
+        train_x=jnp.asarray(data.train_x, jnp.float32),
+        train_y=jnp.asarray(data.train_y, jnp.int32),
+        test_x=jnp.asarray(data.test_x, jnp.float32),
+        test_y=jnp.asarray(data.test_y, jnp.int32),
+        train_idx=jnp.asarray(train_idx),
+        train_count=jnp.asarray(train_count),
+        test_idx=jnp.asarray(test_idx),
+        test_count=jnp.asarray(test_count),
+        class_mask=jnp.asarray(class_mask),
+        input_perm=None if input_perm is None else jnp.asarray(input_perm, jnp.int32),
+        num_classes=int(data.num_classes),
+        head=head,
+        task_names=names,
+    )
+
+
+def split(
+    data: data_lib.ArrayDataset, *, classes_per_task: int = 2, head: str = "shared", **kwargs
+) -> Scenario:
+    """Split-X: consecutive class groups {0,1}, {2,3}, ... (Split-MNIST for MNIST)."""
+    c = data.num_classes
+    if not 1 <= classes_per_task <= c or c % classes_per_task:
+        raise ValueError(
+            f"classes_per_task must divide num_classes={c} and lie in [1, {c}], "
+            f"got {classes_per_task}"
+        )
+    groups = [tuple(range(i, i + classes_per_task)) for i in range(0, c, classes_per_task)]
+    return from_class_groups(data, groups, head=head, **kwargs)
+
+
+def class_pairs(data: data_lib.ArrayDataset, *, head: str = "shared", **kwargs) -> Scenario:
+    """Every pair of classes as a task, in lexicographic order: (0,1), (0,2), ..., (8,9)."""
+    groups = list(itertools.combinations(range(data.num_classes), 2))
+    return from_class_groups(data, groups, head=head, **kwargs)
+
+
+def permutations(num_tasks: int, dim: int, *, seed: int, identity_first: bool) -> np.ndarray:
+    """``[num_tasks, dim]`` pixel permutations drawn from ``seed`` (fixed across run seeds)."""
+    rng = np.random.default_rng(seed)
+    perms = np.stack([rng.permutation(dim) for _ in range(num_tasks)]).astype(np.int32)
+    if identity_first:
+        perms[0] = np.arange(dim)
+    return perms
+
+
+def permuted(
+    data: data_lib.ArrayDataset,
+    *,
+    num_tasks: int,
+    seed: int = 0,
+    identity_first: bool = False,
+    max_test_per_task: int | None = None,
+) -> Scenario:
+    """Permuted-X: every task holds all classes under its own fixed pixel permutation.
+
+    Domain-incremental: one shared head, the same labels in every task. The permutations
+    come from ``seed`` and are shared by every run seed, as usual for this benchmark.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+    perms = permutations(
+        num_tasks, data.train_x.shape[-1], seed=seed, identity_first=identity_first
+    )
+    groups = [tuple(range(data.num_classes))] * num_tasks
+    return from_class_groups(
+        data,
+        groups,
+        input_perm=perms,
+        max_test_per_task=max_test_per_task,
+        task_names=tuple(f"perm{t}" for t in range(num_tasks)),
+    )
+
+
+def sequence(
+    datasets: Sequence[tuple[str, data_lib.ArrayDataset]],
+    *,
+    label_offset: bool = False,
+    head: str = "shared",
+) -> Scenario:
+    """One task per dataset, in order (e.g. MNIST then Fashion-MNIST).
+
+    Args:
+      datasets: ``(name, preprocessed dataset)`` pairs with the same input size.
+      label_offset: False shares one head across datasets (labels 0..C−1 in every task,
+        as the CLASSP code does); True gives each dataset its own label range.
+      head: see the module docstring.
+    """
+    _check_head(head)
+    if not datasets:
+        raise ValueError("datasets is empty: a sequence needs at least one dataset")
+    dims = {d.train_x.shape[1:] for _, d in datasets}
+    if len(dims) != 1:
+        raise ValueError(f"all datasets must have the same input shape, got {sorted(dims)}")
+    offsets = (
+        np.cumsum([0] + [d.num_classes for _, d in datasets])[:-1]
+        if label_offset
+        else ([0] * len(datasets))
+    )
+    num_classes = (
+        sum(d.num_classes for _, d in datasets)
+        if label_offset
+        else max(d.num_classes for _, d in datasets)
+    )
+    merged = data_lib.ArrayDataset(
+        np.concatenate([d.train_x for _, d in datasets]),
+        np.concatenate([d.train_y + o for (_, d), o in zip(datasets, offsets, strict=True)]),
+        np.concatenate([d.test_x for _, d in datasets]),
+        np.concatenate([d.test_y + o for (_, d), o in zip(datasets, offsets, strict=True)]),
+        num_classes,
+    )
+    # Task t owns a contiguous block of rows; its classes are those that occur in it.
+    sizes = np.asarray([[len(d.train_y), len(d.test_y)] for _, d in datasets])
+    starts = np.concatenate([[[0, 0]], np.cumsum(sizes, axis=0)[:-1]])
+    train_rows = [np.arange(s, s + n) for s, n in zip(starts[:, 0], sizes[:, 0], strict=True)]
+    test_rows = [np.arange(s, s + n) for s, n in zip(starts[:, 1], sizes[:, 1], strict=True)]
+    class_mask = np.zeros((len(datasets), num_classes), bool)
+    for t, rows in enumerate(train_rows):
+        class_mask[t, np.unique(merged.train_y[rows])] = True
+    names = tuple(name for name, _ in datasets)
+    return _build(merged, train_rows, test_rows, class_mask, names, head)

@@ -1,0 +1,198 @@
+"""The engine: exact epochs over ragged tasks, evaluation matrix, seeds, chunks, compiles."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcl import data, engine, learners, scenarios
+
+
+def id_dataset(n_train=23, n_test=11, num_classes=4):
+    """Inputs carry their own row index in column 0, so a learner can see what it got."""
+    x = np.zeros((n_train, 3), np.float32)
+    x[:, 0] = np.arange(n_train)
+    xt = np.zeros((n_test, 3), np.float32)
+    xt[:, 0] = np.arange(n_test)
+    y = (np.arange(n_train) % num_classes).astype(np.int32)
+    yt = (np.arange(n_test) % num_classes).astype(np.int32)
+    return data.ArrayDataset(x, y, xt, yt, num_classes)
+
+
+def counting_learner(n_train, num_classes):
+    """State: how often each training row was trained on; predicts class 0 always."""
+
+    def update(counts, batch, key):
+        rows = batch.x[:, 0].astype(jnp.int32)
+        return counts.at[rows].add(batch.valid.astype(jnp.int32)), jnp.float32(0.0)
+
+    def predict(counts, x, task):
+        return jnp.zeros((x.shape[0], num_classes)).at[:, 0].set(1.0)
+
+    return learners.Learner(
+        init=lambda key: jnp.zeros((n_train,), jnp.int32), update=update, predict=predict
+    )
+
+
+@pytest.mark.parametrize("batch_size,epochs", [(4, 1), (5, 3), (64, 2)])
+def test_every_example_seen_exactly_once_per_epoch(batch_size, epochs):
+    ds = id_dataset()
+    sc = scenarios.split(ds, classes_per_task=2)  # ragged tasks of 12 and 11 rows
+    run = engine.make_run(
+        sc, counting_learner(23, 4), batch_size=batch_size, epochs_per_task=epochs
+    )
+    state, _ = run.init(engine.seed_keys([0, 1]))
+    for start in range(sc.num_tasks):
+        state, _ = run.run_chunk(state, start)
+    np.testing.assert_array_equal(state.learner, np.full((2, 23), epochs))
+    # Steps count real (non-empty) batches only: ceil(12/b) + ceil(11/b) per epoch.
+    steps = epochs * (-(-12 // batch_size) + -(-11 // batch_size))
+    np.testing.assert_array_equal(state.step, [steps, steps])
+
+
+def test_shuffling_differs_between_seeds_and_epochs():
+    ds = id_dataset()
+    sc = scenarios.split(ds, classes_per_task=4)
+    orders = []
+
+    def update(seen, batch, key):
+        return seen, jnp.float32(0.0)
+
+    run = engine.make_run(sc, counting_learner(23, 4), batch_size=4)
+    k0, k1 = jax.random.split(jax.random.PRNGKey(0))
+    for key in (k0, k1):
+        orders.append(np.asarray(run._shuffle(sc, jnp.int32(0), key)))
+    assert sorted(orders[0][:23]) == list(range(23))  # valid positions come first
+    assert not np.array_equal(orders[0], orders[1])
+
+
+def tiny_mlp_learner(lr=0.1):
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4)(nn.relu(nn.Dense(16)(x)))
+
+    return learners.supervised(MLP(), optax.sgd(lr), input_dim=8)
+
+
+def blob_scenario(head="shared"):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 8)) * 3
+    y = np.arange(200) % 4
+    yt = np.arange(80) % 4
+    ds = data.ArrayDataset(
+        (centers[y] + rng.normal(size=(200, 8))).astype(np.float32),
+        y.astype(np.int32),
+        (centers[yt] + rng.normal(size=(80, 8))).astype(np.float32),
+        yt.astype(np.int32),
+        4,
+    )
+    return scenarios.split(ds, classes_per_task=2, head=head)
+
+
+def test_accuracy_matrix_and_forgetting_on_a_learnable_stream():
+    run = engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=10, epochs_per_task=3)
+    res = run(engine.seed_keys([0, 1, 2]))
+    assert res.correct.shape == (3, 2, 2) and res.init_correct.shape == (3, 2)
+    R = res.accuracy
+    assert np.all(R[:, 0, 0] > 0.95) and np.all(R[:, 1, 1] > 0.95)
+    assert np.all(R[:, 1, 0] < 0.95)  # a shared head forgets part of task 0
+    np.testing.assert_allclose(res.pooled_accuracy[:, -1], R[:, -1].mean(-1), atol=1e-6)
+    assert not res.diverged.any() and np.all(np.isfinite(res.train_loss))
+
+
+def test_task_head_removes_class_interference():
+    run = engine.make_run(
+        blob_scenario("task"), tiny_mlp_learner(), batch_size=10, epochs_per_task=3
+    )
+    R = run(engine.seed_keys([0])).accuracy
+    assert R[0, 1, 0] > 0.9  # the masked head cannot confuse task 0 with task 1 classes
+
+
+def test_seed_alone_equals_seed_inside_a_multiseed_run():
+    run = engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=10)
+    alone = run(engine.seed_keys([3]))
+    together = run(engine.seed_keys([1, 2, 3]))
+    np.testing.assert_array_equal(alone.correct[0], together.correct[2])
+
+
+def test_chunks_do_not_change_results_and_compile_once():
+    sc = blob_scenario()
+    results = []
+    for chunk in (1, 2):
+        run = engine.make_run(sc, tiny_mlp_learner(), batch_size=10, chunk_size=chunk)
+        results.append(run(engine.seed_keys([0, 1])))
+        run(engine.seed_keys([5, 6]))
+        assert run._chunk._cache_size() == 1  # same shapes every chunk and every call
+    np.testing.assert_array_equal(results[0].correct, results[1].correct)
+
+
+def test_overhanging_last_chunk_is_exact():
+    sc = scenarios.split(_blob4(), classes_per_task=1)
+    full = engine.make_run(sc, tiny_mlp_learner(), batch_size=10, chunk_size=1)
+    over = engine.make_run(sc, tiny_mlp_learner(), batch_size=10, chunk_size=3)  # 4 = 3 + 1
+    a, b = full(engine.seed_keys([0])), over(engine.seed_keys([0]))
+    np.testing.assert_array_equal(a.correct, b.correct)
+    assert b.correct.shape == (1, 4, 4)
+
+
+def _blob4():
+    sc = blob_scenario()
+    return data.ArrayDataset(
+        np.asarray(sc.train_x),
+        np.asarray(sc.train_y),
+        np.asarray(sc.test_x),
+        np.asarray(sc.test_y),
+        4,
+    )
+
+
+@pytest.mark.parametrize(
+    "eval_tasks,expected",
+    [("seen", [[1, 0], [1, 1]]), ("current", [[1, 0], [0, 1]]), ("all", [[1, 1], [1, 1]])],
+)
+def test_eval_tasks_selects_evaluated_entries(eval_tasks, expected):
+    run = engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=50, eval_tasks=eval_tasks)
+    res = run(engine.seed_keys([0]))
+    np.testing.assert_array_equal(res.correct[0] >= 0, np.asarray(expected, bool))
+    assert np.all(res.init_correct >= 0) == (eval_tasks == "all")
+
+
+def test_divergence_is_recorded_per_seed():
+    run = engine.make_run(blob_scenario(), tiny_mlp_learner(lr=1e30), batch_size=10)
+    res = run(engine.seed_keys([0, 1]))
+    assert res.diverged.all() and np.all(res.diverged_at >= 0)
+
+
+def test_end_task_receives_examples_of_the_finished_task():
+    sc = blob_scenario()
+
+    def end_task(state, batch, key):
+        return state.at[batch.task].set(jnp.sum(batch.y[:, None] == jnp.arange(4)[None, :], 0))
+
+    learner = learners.Learner(
+        init=lambda key: jnp.zeros((2, 4), jnp.int32),
+        update=lambda s, b, k: (s, jnp.float32(0)),
+        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
+        end_task=end_task,
+        boundary_examples=30,
+    )
+    run = engine.make_run(sc, learner, batch_size=10)
+    state, _ = run.init(engine.seed_keys([0]))
+    for start in range(2):
+        state, _ = run.run_chunk(state, start)
+    hist = np.asarray(state.learner[0])
+    assert hist.sum() == 60 and hist[0, 2:].sum() == 0 and hist[1, :2].sum() == 0
+
+
+@pytest.mark.parametrize(
+    "option,value", [("batch_size", 0), ("epochs_per_task", -1), ("chunk_size", 1.5)]
+)
+def test_bad_options_are_refused(option, value):
+    kwargs = {"batch_size": 8, option: value}
+    with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
+        engine.make_run(blob_scenario(), tiny_mlp_learner(), **kwargs)
+    with pytest.raises(ValueError, match="eval_tasks must be one of"):
+        engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=8, eval_tasks="some")
