@@ -47,26 +47,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def _finite_or_none(x: float) -> float | None:
-    # JSON has no NaN; a diverged seed is reported as null.
+    # JSON has no NaN: a diverged seed or a missing value is written as null.
     return float(x) if math.isfinite(x) else None
-
-
-def summary(per_seed: Sequence[float] | np.ndarray) -> dict[str, Any]:
-    """``{"mean", "ci95", "per_seed"}`` of one metric; NaN seeds are excluded and counted.
-
-    The 95% confidence half-width uses Student's t with n−1 degrees of freedom
-    (:func:`jaxcl.metrics.mean_ci95`).
-    """
-    values = np.asarray(per_seed, dtype=np.float64).reshape(-1)
-    finite = np.isfinite(values)
-    out: dict[str, Any] = {"mean": None, "ci95": None}
-    if finite.any():
-        mean, half = metrics.mean_ci95(values[finite])
-        out = {"mean": _finite_or_none(float(mean)), "ci95": _finite_or_none(float(half))}
-    out["per_seed"] = [_finite_or_none(v) for v in values.tolist()]
-    if not finite.all():
-        out["n_excluded"] = int((~finite).sum())
-    return out
 
 
 def write_results(
@@ -125,17 +107,20 @@ def markdown_table(
       digits: decimals shown.
     """
     scale = 100.0 if percent else 1.0
+    paper = paper or {}
+    # A "paper" column only beside metrics for which some published number exists.
+    with_paper = {name for name in metrics if any(name in ref for ref in paper.values())}
     header = ["method"]
     for name in metrics:
         header.append(name + (" (%)" if percent else ""))
-        if paper is not None:
+        if name in with_paper:
             header.append(f"{name} paper")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row["method"])]
         for name in metrics:
             cells.append(_cell(row["metrics"].get(name), scale, digits))
-            if paper is not None:
+            if name in with_paper:
                 ref = paper.get(row["method"], {}).get(name)
                 cells.append("–" if ref is None else f"{ref * scale:.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -167,3 +152,28 @@ def figure(*args: Any, **kwargs: Any) -> Any:
     import matplotlib.pyplot as plt
 
     return plt.subplots(*args, **kwargs)
+
+
+def result_row(method: str, results: Any, **extra: Any) -> dict[str, Any]:
+    """A results.json row from :class:`jaxcl.engine.Results`.
+
+    Metrics (per seed, then mean and 95% CI) are those of :func:`jaxcl.metrics.summarize`:
+    ``pooled_acc`` (sample-pooled accuracy over every task's test set after the last task:
+    the full test set for a class split), ``acc`` (GEM's ACC, the task mean of the last
+    row), ``bwt``, ``fwt`` (against the untrained model), ``forgetting`` (Chaudhry),
+    ``learning_acc`` (mean of R[j, j]) and ``avg_incremental_acc``. Diverged seeds count
+    as NaN, are excluded from the statistics, and are listed
+    with the step where their loss stopped being finite.
+    """
+    per_seed = metrics.summarize(
+        results.accuracy, b=results.init_accuracy, correct=results.correct, count=results.count
+    )
+    diverged = np.asarray(results.diverged)
+    for values in per_seed.values():
+        values[diverged] = np.nan
+    curve = np.where(diverged[:, None], np.nan, results.pooled_accuracy)
+    row: dict[str, Any] = {"method": method, "metrics": metrics.summary_table(per_seed)}
+    row["pooled_acc_after_task"] = [[_finite_or_none(v) for v in seed] for seed in curve]
+    row["diverged_seeds"] = {int(s): int(results.diverged_at[s]) for s in np.flatnonzero(diverged)}
+    row.update(extra)
+    return row

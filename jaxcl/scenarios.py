@@ -109,6 +109,7 @@ def from_class_groups(
     *,
     head: str = "shared",
     input_perm: np.ndarray | None = None,
+    max_train_per_task: int | None = None,
     max_test_per_task: int | None = None,
     task_names: Sequence[str] | None = None,
 ) -> Scenario:
@@ -119,6 +120,8 @@ def from_class_groups(
       groups: the classes of each task, e.g. ``[(0, 1), (2, 3), ...]``.
       head: ``"shared"`` (class-incremental) or ``"task"`` (task-incremental).
       input_perm: optional ``[T, D]`` per-task permutation.
+      max_train_per_task: keep only the first this many training examples per task
+        (smoke configurations).
       max_test_per_task: keep only the first this many test examples per task (long
         streams evaluate every task after every task).
       task_names: defaults to the classes joined by "/".
@@ -135,7 +138,7 @@ def from_class_groups(
                 f"class group {tuple(g)} must be non-empty with classes in "
                 f"[0, {data.num_classes}), got invalid {bad}"
             )
-    train_rows = [np.flatnonzero(np.isin(data.train_y, g)) for g in groups]
+    train_rows = [np.flatnonzero(np.isin(data.train_y, g))[:max_train_per_task] for g in groups]
     test_rows = [np.flatnonzero(np.isin(data.test_y, g))[:max_test_per_task] for g in groups]
     class_mask = np.zeros((len(groups), data.num_classes), bool)
     for t, g in enumerate(groups):
@@ -209,6 +212,7 @@ def permuted(
     num_tasks: int,
     seed: int = 0,
     identity_first: bool = False,
+    max_train_per_task: int | None = None,
     max_test_per_task: int | None = None,
 ) -> Scenario:
     """Permuted-X: every task holds all classes under its own fixed pixel permutation.
@@ -226,6 +230,7 @@ def permuted(
         data,
         groups,
         input_perm=perms,
+        max_train_per_task=max_train_per_task,
         max_test_per_task=max_test_per_task,
         task_names=tuple(f"perm{t}" for t in range(num_tasks)),
     )

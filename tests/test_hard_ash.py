@@ -1,0 +1,39 @@
+"""The Hard ASH experiment end to end on real MNIST (quick configuration)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import hard_ash
+from jaxcl import engine
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST"
+)
+
+
+def test_quick_run_writes_the_contract_files(tmp_path):
+    rows = hard_ash.main(
+        ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "hard_ash+adagrad"]
+    )
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["experiment"] == "hard_ash" and len(payload["rows"]) == 1
+    metric = payload["rows"][0]["metrics"]["pooled_acc"]
+    assert len(metric["per_seed"]) == 2 and 0.0 <= metric["mean"] <= 1.0
+    assert (tmp_path / "table.md").read_text().count("hard_ash+adagrad") == 1
+    assert (tmp_path / "accuracy_after_each_task.png").stat().st_size > 0
+    assert rows[0]["diverged_seeds"] == {}
+
+
+def test_seed_alone_matches_seed_in_a_vmapped_run():
+    run = hard_ash.build_run(hard_ash.config_for("hard_ash+adagrad", quick=True))
+    alone = run(engine.seed_keys([1]))
+    together = run(engine.seed_keys([0, 1, 2]))
+    np.testing.assert_allclose(alone.pooled_accuracy[0], together.pooled_accuracy[1], atol=5e-4)
+
+
+def test_unknown_method_lists_valid_names(tmp_path):
+    with pytest.raises(ValueError, match="valid names: hard_ash\\+adagrad"):
+        hard_ash.main(["--quick", "--out", str(tmp_path), "--methods", "hard_ash+lion"])
