@@ -138,7 +138,9 @@ class Run:
         self._chunk = jax.jit(jax.vmap(self._chunk_seed, in_axes=(0, None, None)), donate_argnums=0)
 
     # ----------------------------------------------------------------- per seed, pure
-    def _batch(self, sc: Scenario, task: jax.Array, order: jax.Array, b: jax.Array) -> Batch:
+    def _batch(
+        self, sc: Scenario, task: jax.Array, epoch: jax.Array, order: jax.Array, b: jax.Array
+    ) -> Batch:
         pos = b * self.batch_size + jnp.arange(self.batch_size)
         rows = sc.train_idx[task].at[order.at[pos].get(mode="fill", fill_value=0)].get()
         return Batch(
@@ -147,6 +149,7 @@ class Run:
             valid=pos < sc.train_count[task],
             task=task,
             logit_mask=sc.logit_mask(task),
+            epoch=epoch,
         )
 
     def _shuffle(self, sc: Scenario, task: jax.Array, key: jax.Array) -> jax.Array:
@@ -162,8 +165,8 @@ class Run:
         lstate = learner.begin_task(state.learner, task, k_begin)
 
         def batch_step(carry, b):
-            lstate, step, diverged_at, order, key = carry
-            batch = self._batch(sc, task, order, b)
+            lstate, step, diverged_at, epoch, order, key = carry
+            batch = self._batch(sc, task, epoch, order, b)
             key, k_step = jax.random.split(key)
 
             def train(lstate):
@@ -178,23 +181,27 @@ class Run:
             bad = active & ~jnp.isfinite(loss)
             diverged_at = jnp.where(bad & (diverged_at < 0), step, diverged_at)
             step = step + active.astype(step.dtype)
-            return (lstate, step, diverged_at, order, key), (loss, active)
+            return (lstate, step, diverged_at, epoch, order, key), (loss, active)
 
-        def epoch_step(carry, key):
+        def epoch_step(carry, xs):
             lstate, step, diverged_at = carry
+            e, key = xs
             k_order, k_batches = jax.random.split(key)
             order = self._shuffle(sc, task, k_order)
-            (lstate, step, diverged_at, _, _), out = jax.lax.scan(
+            epoch = task * self.epochs_per_task + e
+            (lstate, step, diverged_at, *_), out = jax.lax.scan(
                 batch_step,
-                (lstate, step, diverged_at, order, k_batches),
+                (lstate, step, diverged_at, epoch, order, k_batches),
                 jnp.arange(num_batches),
             )
             return (lstate, step, diverged_at), out
 
-        (lstate, step, diverged_at), (losses, active) = jax.lax.scan(
-            epoch_step,
-            (lstate, state.step, state.diverged_at),
+        epochs = (
+            jnp.arange(self.epochs_per_task, dtype=jnp.int32),
             jax.random.split(k_epochs, self.epochs_per_task),
+        )
+        (lstate, step, diverged_at), (losses, active) = jax.lax.scan(
+            epoch_step, (lstate, state.step, state.diverged_at), epochs
         )
         mean_loss = jnp.sum(losses) / jnp.maximum(jnp.sum(active), 1)
         if learner.boundary_examples:
@@ -212,6 +219,7 @@ class Run:
             valid=jnp.ones((n,), bool),
             task=task,
             logit_mask=sc.logit_mask(task),
+            epoch=(task + 1) * self.epochs_per_task - 1,
         )
 
     def _evaluate(self, lstate: PyTree, sc: Scenario, wanted: jax.Array) -> jax.Array:

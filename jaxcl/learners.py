@@ -31,6 +31,8 @@ class Batch(NamedTuple):
       valid: ``[B]`` bool; False marks padding (the last partial batch of a task).
       task: int32 scalar, the task index.
       logit_mask: ``[C]`` bool, the logits that compete on this task (see Scenario.head).
+      epoch: int32 scalar, the global epoch index (``task * epochs_per_task + e``), for
+        schedules indexed by epoch (e.g. SDM's linear k annealing).
     """
 
     x: jax.Array
@@ -38,6 +40,7 @@ class Batch(NamedTuple):
     valid: jax.Array
     task: jax.Array
     logit_mask: jax.Array
+    epoch: jax.Array
 
 
 class Learner(NamedTuple):

@@ -196,3 +196,21 @@ def test_bad_options_are_refused(option, value):
         engine.make_run(blob_scenario(), tiny_mlp_learner(), **kwargs)
     with pytest.raises(ValueError, match="eval_tasks must be one of"):
         engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=8, eval_tasks="some")
+
+
+def test_batches_carry_the_global_epoch_index():
+    def update(seen, batch, key):
+        return seen.at[batch.epoch].add(batch.valid.sum()), jnp.float32(0.0)
+
+    learner = learners.Learner(
+        init=lambda key: jnp.zeros((6,), jnp.int32),
+        update=update,
+        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
+    )
+    sc = blob_scenario()
+    run = engine.make_run(sc, learner, batch_size=16, epochs_per_task=3)
+    state, _ = run.init(engine.seed_keys([0]))
+    for start in range(2):
+        state, _ = run.run_chunk(state, start)
+    counts = np.asarray(sc.train_count)
+    np.testing.assert_array_equal(state.learner[0], np.repeat(counts, 3))
