@@ -1,0 +1,463 @@
+"""Activation functions of the Hard ASH study and the SDM Top-K, as pure functions.
+
+Every function takes an array ``x`` and keyword-only hyperparameters. Functions that use
+statistics or ranks across units (``hard_ash``, ``ash``, ``topk_*``, ``lwta``) work along one
+explicit ``axis`` (default ``-1``, the unit axis) and treat all other axes as batch axes, so
+``f(x)`` on ``[batch, width]`` equals ``jax.vmap(f)(x)``.
+
+``ACTIVATIONS`` maps names to functions and ``get_activation(name, **hparams)`` binds
+hyperparameters, e.g. ``get_activation("topk_subtract_hard_ash", k=64)``.
+
+References:
+  Keskinen, "Sparsity and the right optimizer make a continual learner" (Hard ASH),
+  arXiv 2404.17651; code ``LesserScholar/hard-ash`` ``02_run_experiments.py`` L57-113.
+  Bricken et al., "Sparse Distributed Memory is a Continual Learner", ICLR 2023,
+  arXiv 2303.11934; code ``TrentBrick/SDMContinualLearner`` ``models/TopK_Act.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+HARD_ASH_VARIANTS = ("code", "comment")
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_axis(x: Array, axis: int) -> int:
+    """Returns ``axis`` normalised to ``[0, x.ndim)``, or raises ValueError."""
+    if x.ndim == 0:
+        raise ValueError(f"x must have at least one axis, got a scalar of shape {x.shape}.")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis={axis} is out of range for x of shape {x.shape}.")
+    return axis % x.ndim
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    """Returns ``value`` as a Python int >= 1; k and groups are static (they set shapes)."""
+    try:
+        ivalue = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a Python int (it sets a static shape), got {value!r} of type "
+            f"{type(value).__name__}."
+        ) from None
+    if ivalue < 1:
+        raise ValueError(f"{name} must be >= 1, got {name}={ivalue}.")
+    return ivalue
+
+
+def _check_k(k: Any, width: int, axis: int) -> int:
+    k = _check_positive_int("k", k)
+    if k > width:
+        raise ValueError(
+            f"k={k} is out of range for x.shape[{axis}]={width}: allowed 1 <= k <= {width}."
+        )
+    return k
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in HARD_ASH_VARIANTS:
+        raise ValueError(f"variant={variant!r} is not one of {HARD_ASH_VARIANTS}.")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def kth_largest(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
+    """The k-th largest value of ``x`` along ``axis``, with ``axis`` kept as size 1.
+
+    Uses ``jax.lax.top_k`` (never a full sort). For ``k > (width + 1) / 2`` it takes the
+    ``(width - k + 1)``-th smallest instead, which is the same value and a smaller top-k.
+    Gradients flow to exactly one entry holding that value (with ties, which one is an
+    implementation detail).
+
+    Args:
+      x: array of any shape with at least one axis.
+      k: static int, ``1 <= k <= x.shape[axis]``.
+      axis: the axis to rank along.
+
+    Returns:
+      Array with ``x``'s shape except ``shape[axis] == 1``, broadcastable against ``x``.
+    """
+    x = jnp.asarray(x)
+    axis = _check_axis(x, axis)
+    width = x.shape[axis]
+    k = _check_k(k, width, axis)
+    m = width - k + 1
+    if m < k:
+        values = -jax.lax.top_k(-x, m, axis=axis)[0]
+    else:
+        values = jax.lax.top_k(x, k, axis=axis)[0]
+    # Slicing the last value straight out of top_k lets XLA:CPU fuse the slice into the top-k
+    # and fall back to a full sort (about 9x slower at width 1000); the barrier keeps the fast
+    # top-k kernel and changes nothing else (values and gradients are identical).
+    values = jax.lax.optimization_barrier(values)
+    return jax.lax.slice_in_dim(values, values.shape[axis] - 1, None, axis=axis)
+
+
+def _gate_input(x: Array, alpha: float, z_k: float, axis: int) -> Array:
+    """α(x − μ − z_k σ) with μ, σ the mean and population std along ``axis``."""
+    mu = jnp.mean(x, axis=axis, keepdims=True)
+    sigma = jnp.std(x, axis=axis, keepdims=True)  # ddof=0, as jnp.std in the Hard ASH code
+    return alpha * (x - mu - z_k * sigma)
+
+
+# ----------------------------------------------------------------------------- Hard ASH / ASH
+
+
+def hard_ash(
+    x: ArrayLike, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1, variant: str = "code"
+) -> Array:
+    """Hard Adaptive SwisH (Hard ASH), as run by the authors' code.
+
+    ``variant="code"`` (what produced the paper's numbers)::
+
+        y = clip(x, 0, 2) · hardsigmoid(α (x − μ − z_k σ)),  hardsigmoid(u) = clip(u/6 + ½, 0, 1)
+
+    ``variant="comment"`` (the formula written in the code comment, no clip of x)::
+
+        y = x · relu6(α (x − μ − z_k σ) + 3) / 6
+
+    μ and σ are the mean and population standard deviation (ddof=0) of ``x`` along ``axis``.
+    Gradients flow through μ and σ (no stop-gradient, as in the code).
+
+    The gate is positive for x > τ − 3/α with τ = μ + z_k σ and saturates at 1 for
+    x ≥ τ + 3/α. For Gaussian x with z_k = 2.3, about 1.07% of units lie above τ (gate > ½),
+    but with α = 3 about 9.7% of units (x > τ − 1) are non-zero.
+
+    Ties: none (elementwise after the statistics).
+
+    .. warning:: If all entries along ``axis`` are equal, σ = 0 and the gradient of σ is NaN
+       (as with ``jnp.std`` in the original code); the forward value is finite.
+
+    Args:
+      x: pre-activations, any float dtype; statistics are taken along ``axis``.
+      alpha: gate slope α.
+      z_k: threshold in standard deviations above the mean.
+      axis: the unit axis.
+      variant: ``"code"`` or ``"comment"``.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+
+    Example:
+      >>> hard_ash(jnp.array([1.0, 3.0]), alpha=3.0, z_k=-1.0).tolist()  # μ=2, σ=1, τ=1
+      [0.5, 2.0]
+
+    References:
+      Keskinen, arXiv 2404.17651; ``LesserScholar/hard-ash`` ``02_run_experiments.py``
+      ``hard_ash`` (commit 7fbb1ed).
+    """
+    _check_variant(variant)
+    x = jnp.asarray(x)
+    axis = _check_axis(x, axis)
+    gate = jax.nn.hard_sigmoid(_gate_input(x, alpha, z_k, axis))  # = relu6(u + 3) / 6
+    if variant == "code":
+        return jnp.clip(x, min=0.0, max=2.0) * gate
+    return x * gate
+
+
+def ash(x: ArrayLike, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1) -> Array:
+    """Adaptive SwisH with fixed α and z_k, as in the Hard ASH code.
+
+    ``y = x · sigmoid(α (x − μ − z_k σ))`` with μ, σ the mean and population std along
+    ``axis``; gradients flow through μ and σ. Ties: none (elementwise after the statistics).
+
+    Args:
+      x: pre-activations; statistics along ``axis``.
+      alpha: sigmoid slope α.
+      z_k: threshold in standard deviations above the mean.
+      axis: the unit axis.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+
+    References:
+      Lee et al. 2022 (ASH, where z_k is trainable); ``LesserScholar/hard-ash`` ``ash``.
+    """
+    x = jnp.asarray(x)
+    axis = _check_axis(x, axis)
+    return x * jax.nn.sigmoid(_gate_input(x, alpha, z_k, axis))
+
+
+# ----------------------------------------------------------------------------- Top-K family
+
+
+def topk_subtract(
+    x: ArrayLike,
+    *,
+    k: int,
+    axis: int = -1,
+    stop_gradient: bool = True,
+    relu_first: bool = False,
+    clip_max: float | None = None,
+    coefficient: ArrayLike = 1.0,
+) -> Array:
+    """Top-K by subtraction of the k-th largest value (an inhibitory neuron).
+
+    ::
+
+        a = relu(x) if relu_first else x
+        v = k-th largest of a along axis          (stop_gradient(v) if stop_gradient)
+        y = clip(a − r · v, 0, clip_max)          (clip_max=None: relu(a − r · v))
+
+    with ``r = coefficient``, a scalar or one value per unit along ``axis``.
+
+    Settings that reproduce each paper:
+
+    * Hard ASH code (``topk_subtract``): ``stop_gradient=False, relu_first=False,
+      clip_max=2.0`` (the registry's ``"topk_subtract_hard_ash"``). Before the revision
+      commit it was ``clip_max=None``.
+    * SDM ``*SUBTRACT`` / ``GABA_SWITCH*``: ``stop_gradient=True, relu_first=True,
+      clip_max=None`` (the registry's ``"topk_subtract_sdm"``), with ``k = k_eff`` and, for
+      the GABA switch, ``coefficient = r`` (per-unit, in [−1, 1]). SDM's GABA variant uses
+      ``k_eff = k + 1`` so that exactly k units stay active; ``*SUBTRACT`` uses ``k_eff = k``.
+
+    Active units and ties (r = 1): a unit survives only if ``a > v`` strictly, so with
+    distinct values exactly ``k − 1`` units are non-zero; every unit tied with v is zeroed
+    (all-equal input gives all zeros). With ``relu_first`` and fewer than k positive units,
+    v = 0 and all positive units pass unchanged.
+
+    Args:
+      x: pre-activations; ranks along ``axis``.
+      k: static int, ``1 <= k <= x.shape[axis]`` (the value subtracted is the k-th largest).
+      axis: the unit axis.
+      stop_gradient: detach v (SDM) or let gradients flow through it (Hard ASH).
+      relu_first: apply ReLU before ranking and subtracting (SDM).
+      clip_max: upper clip of the output, or None for no upper clip.
+      coefficient: r, a scalar or an array of shape ``[x.shape[axis]]``; cast to x's dtype.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+
+    Example:
+      >>> x = jnp.array([3.0, -1.0, 2.0, 0.5, 5.0])
+      >>> topk_subtract(x, k=3, stop_gradient=False, clip_max=2.0).tolist()  # Hard ASH
+      [1.0, 0.0, 0.0, 0.0, 2.0]
+      >>> topk_subtract(x, k=3, relu_first=True).tolist()  # SDM, v = 2
+      [1.0, 0.0, 0.0, 0.0, 3.0]
+
+    References:
+      ``LesserScholar/hard-ash`` ``topk_subtract``; ``TrentBrick/SDMContinualLearner``
+      ``models/TopK_Act.py`` ``Top_K.forward``.
+    """
+    x = jnp.asarray(x)
+    axis = _check_axis(x, axis)
+    r = jnp.asarray(coefficient, dtype=x.dtype)
+    if r.ndim == 1 and r.shape[0] == x.shape[axis]:
+        r = jnp.expand_dims(r, [d for d in range(x.ndim) if d != axis])
+    elif r.ndim != 0:
+        raise ValueError(
+            f"coefficient must be a scalar or have shape ({x.shape[axis]},) (one value per unit "
+            f"along axis={axis}), got shape {r.shape}."
+        )
+    a = jax.nn.relu(x) if relu_first else x
+    v = kth_largest(a, k=k, axis=axis)
+    if stop_gradient:
+        v = jax.lax.stop_gradient(v)
+    r_v = jnp.broadcast_to(r, x.shape) * jnp.broadcast_to(v, x.shape)
+    if clip_max is None:
+        return jax.nn.relu(a - r_v)
+    return jnp.clip(a - r_v, min=0.0, max=clip_max)
+
+
+def topk_mask(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
+    """Keep the top k values along ``axis`` unchanged and zero the rest (no ReLU).
+
+    ``y = x where x ≥ v else 0``, with v the k-th largest of x along ``axis``. Negative values
+    survive when v < 0 (as in the Hard ASH code). No gradient flows through v (it only enters
+    a comparison).
+
+    Ties: every entry equal to v is kept, so more than k units can survive (all-equal input
+    is returned unchanged). SDM's ``*MASK`` is ``topk_mask(relu(x), k=k)`` up to ties at v > 0,
+    where SDM keeps exactly k by index.
+
+    Args:
+      x: pre-activations; ranks along ``axis``.
+      k: static int, ``1 <= k <= x.shape[axis]``.
+      axis: the unit axis.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+
+    References:
+      ``LesserScholar/hard-ash`` ``topk_mask``.
+    """
+    x = jnp.asarray(x)
+    v = jnp.broadcast_to(kth_largest(x, k=k, axis=axis), x.shape)
+    return jnp.where(x >= v, x, jnp.zeros_like(x))
+
+
+def lwta(x: ArrayLike, *, groups: int, axis: int = -1) -> Array:
+    """Local winner-take-all: in each of ``groups`` contiguous blocks keep only the maximum.
+
+    The unit axis (width n) is reshaped to ``(groups, n / groups)``; in each group the
+    argmax entry keeps its value (and its gradient) and the others become 0.
+
+    Ties: the first (lowest-index) maximal entry of a group wins, so exactly one unit per
+    group is kept.
+
+    Args:
+      x: pre-activations.
+      groups: static int, number of groups; must divide ``x.shape[axis]``.
+      axis: the unit axis.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+
+    Example:
+      >>> lwta(jnp.array([1.0, 3.0, 2.0, 2.0, 5.0, 0.0]), groups=3).tolist()
+      [0.0, 3.0, 2.0, 0.0, 5.0, 0.0]
+
+    References:
+      ``LesserScholar/hard-ash`` ``lwta`` (``lwta_g`` = number of groups).
+    """
+    x = jnp.asarray(x)
+    axis = _check_axis(x, axis)
+    width = x.shape[axis]
+    groups = _check_positive_int("groups", groups)
+    if groups > width or width % groups:
+        raise ValueError(
+            f"groups={groups} must divide x.shape[{axis}]={width} (1 <= groups <= {width})."
+        )
+    xm = jnp.moveaxis(x, axis, -1)
+    xg = xm.reshape((*xm.shape[:-1], groups, width // groups))
+    winner = jnp.argmax(xg, axis=-1, keepdims=True)  # argmax returns the first maximum
+    idx = jax.lax.broadcasted_iota(winner.dtype, xg.shape, xg.ndim - 1)
+    keep = idx == jnp.broadcast_to(winner, xg.shape)
+    y = jnp.where(keep, xg, jnp.zeros_like(xg)).reshape(xm.shape)
+    return jnp.moveaxis(y, -1, axis)
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+
+def elephant(x: ArrayLike, *, a: float = 0.16, d: float = 4.0) -> Array:
+    """Elephant activation ``y = 1 / (1 + |x / a|^d)`` (Lan & Mahmood 2023).
+
+    Args:
+      x: pre-activations.
+      a: width; Hard ASH code default 0.16.
+      d: sharpness; 4 in the Hard ASH code.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+
+    References:
+      Lan & Mahmood, arXiv 2310.01365; ``LesserScholar/hard-ash`` ``elephant``.
+    """
+    x = jnp.asarray(x)
+    # An integral exponent takes lax.integer_pow (multiplications) rather than exp/log.
+    power = int(d) if float(d).is_integer() else d
+    return 1.0 / (1.0 + jnp.abs(x / a) ** power)
+
+
+def relu(x: ArrayLike) -> Array:
+    """``jax.nn.relu``: max(x, 0)."""
+    return jax.nn.relu(x)
+
+
+def swish(x: ArrayLike) -> Array:
+    """``jax.nn.swish``: x · sigmoid(x)."""
+    return jax.nn.swish(x)
+
+
+def sigmoid(x: ArrayLike) -> Array:
+    """``jax.nn.sigmoid``: 1 / (1 + exp(−x))."""
+    return jax.nn.sigmoid(x)
+
+
+def hard_sigmoid(x: ArrayLike) -> Array:
+    """``jax.nn.hard_sigmoid``: relu6(x + 3) / 6."""
+    return jax.nn.hard_sigmoid(x)
+
+
+def gumbel(x: ArrayLike) -> Array:
+    """Gumbel CDF ``y = exp(−exp(−x))``, as in the Hard ASH code."""
+    return jnp.exp(-jnp.exp(-jnp.asarray(x)))
+
+
+# ----------------------------------------------------------------------------- registry
+
+ACTIVATIONS: Mapping[str, Callable[..., Array]] = types.MappingProxyType(
+    {
+        "hard_ash": hard_ash,
+        "ash": ash,
+        "topk_subtract": topk_subtract,
+        # Presets that reproduce each paper's Top-K (see topk_subtract's docstring).
+        "topk_subtract_hard_ash": functools.partial(
+            topk_subtract, stop_gradient=False, relu_first=False, clip_max=2.0
+        ),
+        "topk_subtract_sdm": functools.partial(
+            topk_subtract, stop_gradient=True, relu_first=True, clip_max=None
+        ),
+        "topk_mask": topk_mask,
+        "lwta": lwta,
+        "elephant": elephant,
+        "relu": relu,
+        "swish": swish,
+        "sigmoid": sigmoid,
+        "hard_sigmoid": hard_sigmoid,
+        "gumbel": gumbel,
+    }
+)
+
+
+def get_activation(name: str, **hparams: Any) -> Callable[[Array], Array]:
+    """Returns the activation ``name`` with ``hparams`` bound as keyword arguments.
+
+    Static hyperparameters are checked here when possible (``k`` and ``groups`` must be
+    positive ints, ``variant`` must be known); ranges that depend on the input width are
+    checked when the function is traced.
+
+    Args:
+      name: a key of ``ACTIVATIONS``.
+      **hparams: keyword hyperparameters of that function, e.g. ``k=64``.
+
+    Returns:
+      A function ``x -> y``.
+
+    Raises:
+      ValueError: unknown ``name`` (the message lists the valid names) or bad values.
+      TypeError: a hyperparameter the function does not take.
+
+    Example:
+      >>> f = get_activation("topk_mask", k=2)
+      >>> f(jnp.array([3.0, -1.0, 2.0, 0.0])).tolist()
+      [3.0, 0.0, 2.0, 0.0]
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; valid names: {sorted(ACTIVATIONS)}.")
+    fn = ACTIVATIONS[name]
+    params = inspect.signature(fn).parameters
+    allowed = [p for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(hparams) - {p.name for p in allowed})
+    if unknown:
+        raise TypeError(
+            f"Activation {name!r} got unknown hyperparameters {unknown}; it accepts "
+            f"{[p.name for p in allowed]}."
+        )
+    required = [
+        p.name for p in allowed if p.default is inspect.Parameter.empty and p.name not in hparams
+    ]
+    if required:
+        raise TypeError(f"Activation {name!r} requires hyperparameters {required}.")
+    for key in ("k", "groups"):
+        if key in hparams:
+            _check_positive_int(key, hparams[key])
+    if "variant" in hparams:
+        _check_variant(hparams["variant"])
+    return functools.partial(fn, **hparams) if hparams else fn

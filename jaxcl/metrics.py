@@ -1,0 +1,423 @@
+"""Continual-learning metrics from an accuracy matrix, and mean ± 95% CI over seeds.
+
+Conventions: ``R[..., i, j]`` is the accuracy on task j after training through task i
+(0-indexed, ``T`` tasks, accuracies as fractions). Leading axes (e.g. seeds) broadcast, so
+every metric maps ``R[S, T, T] -> [S]`` and works under ``jax.vmap``/``jax.jit``. The
+matrix functions are pure ``jax.numpy``; ``mean_ci95``, ``summarize`` and
+``summary_table`` are host-side NumPy helpers for reporting.
+
+Single task (T = 1): every metric defined as a mean over an empty set of earlier tasks
+(BWT, FWT, all forgetting variants) is defined as **0.0** here. There is nothing to forget
+or transfer, and 0.0 keeps T = 1 runs (e.g. an iid oracle) finite and JSON-valid.
+
+References (formulas and library variants: jaxcl ``reference/peers.md`` §9):
+  Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory" (ACC, BWT, FWT).
+  Chaudhry et al. 2018, "Riemannian Walk" (A_k, forgetting).
+  Rebuffi et al. 2017, "iCaRL" (average incremental accuracy).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def _check_square(R: ArrayLike) -> Array:
+    R = jnp.asarray(R)
+    if R.ndim < 2 or R.shape[-1] != R.shape[-2] or R.shape[-1] < 1:
+        raise ValueError(f"R must have shape [..., T, T] with T >= 1, got shape {R.shape}.")
+    return R
+
+
+def _tril(R: Array, offset: int = 0) -> Array:
+    """Boolean mask ``i - offset >= j`` of R's shape (explicit broadcast for rank checks)."""
+    T = R.shape[-1]
+    return jnp.broadcast_to(jnp.tri(T, T, offset, dtype=bool), R.shape)
+
+
+def _mean_or_zero(x: Array, axis: int = -1) -> Array:
+    """Mean along ``axis``; 0.0 for an empty axis (the T = 1 convention)."""
+    if x.shape[axis] == 0:
+        return jnp.zeros(x.shape[:axis] + x.shape[axis:][1:], x.dtype)
+    return jnp.mean(x, axis=axis)
+
+
+def average_accuracy(R: ArrayLike) -> Array:
+    """Final average accuracy (ACC), the task-mean of the last row.
+
+    ``ACC = (1/T) Σ_j R[T−1, j]`` (GEM). Task-mean variant: every task weighs the same,
+    whatever its test-set size (see ``pooled_accuracy`` for the sample-pooled variant).
+
+    Args:
+      R: ``[..., T, T]`` accuracy matrix.
+
+    Returns:
+      ``[...]``.
+    """
+    R = _check_square(R)
+    return jnp.mean(R[..., -1, :], axis=-1)
+
+
+def accuracy_after_each_task(R: ArrayLike) -> Array:
+    """Average accuracy over the tasks seen so far, after each task.
+
+    ``A_k = (1/(k+1)) Σ_{j≤k} R[k, j]`` for k = 0..T−1 (Chaudhry et al. 2018, 0-indexed).
+    Entries above the diagonal (unseen tasks) are ignored, even if NaN.
+
+    Args:
+      R: ``[..., T, T]``.
+
+    Returns:
+      ``[..., T]``; the last entry equals ``average_accuracy(R)``.
+    """
+    R = _check_square(R)
+    T = R.shape[-1]
+    seen = _tril(R)
+    total = jnp.sum(jnp.where(seen, R, jnp.zeros_like(R)), axis=-1)
+    return total / jnp.broadcast_to(jnp.arange(1, T + 1, dtype=total.dtype), total.shape)
+
+
+def average_incremental_accuracy(R: ArrayLike) -> Array:
+    """Average incremental accuracy ``(1/T) Σ_k A_k`` (Rebuffi et al. 2017, iCaRL).
+
+    Args:
+      R: ``[..., T, T]``.
+
+    Returns:
+      ``[...]``.
+    """
+    return jnp.mean(accuracy_after_each_task(R), axis=-1)
+
+
+def backward_transfer(R: ArrayLike) -> Array:
+    """Backward transfer (BWT), GEM variant: ``(1/(T−1)) Σ_{j<T−1} (R[T−1, j] − R[j, j])``.
+
+    Negative BWT is forgetting. Equals Mammoth's BWT and minus Avalanche's stream forgetting
+    at the end of the stream (``-forgetting_from_diagonal``). T = 1 gives 0.0.
+
+    Args:
+      R: ``[..., T, T]``.
+
+    Returns:
+      ``[...]``.
+    """
+    R = _check_square(R)
+    diag = jnp.diagonal(R, axis1=-2, axis2=-1)
+    return _mean_or_zero(R[..., -1, :-1] - diag[..., :-1])
+
+
+def forward_transfer(R: ArrayLike, b: ArrayLike) -> Array:
+    """Forward transfer (FWT), GEM variant: ``(1/(T−1)) Σ_{j≥1} (R[j−1, j] − b[j])``.
+
+    ``b[j]`` is the accuracy on task j of the randomly initialised model (GEM). Mammoth
+    substitutes an evaluation at the start of task j; pass that as ``b`` for its variant.
+    T = 1 gives 0.0.
+
+    Args:
+      R: ``[..., T, T]``.
+      b: ``[..., T]`` or ``[T]``, broadcast against R's leading axes.
+
+    Returns:
+      ``[...]``.
+    """
+    R = _check_square(R)
+    b = jnp.asarray(b)
+    T = R.shape[-1]
+    if b.ndim < 1 or b.shape[-1] != T:
+        raise ValueError(f"b must have shape [..., T] with T={T}, got shape {b.shape}.")
+    before = jnp.diagonal(R, offset=1, axis1=-2, axis2=-1)  # R[j−1, j], j = 1..T−1
+    b_next = b[..., 1:]
+    shape = jnp.broadcast_shapes(before.shape, b_next.shape)
+    return _mean_or_zero(jnp.broadcast_to(before, shape) - jnp.broadcast_to(b_next, shape))
+
+
+def _forgetting_max(R: Array, last_row: int) -> Array:
+    """Mean over j < T−1 of ``max_{j ≤ l ≤ last_row} R[l, j] − R[T−1, j]``."""
+    T = R.shape[-1]
+    if T == 1:
+        return jnp.zeros(R.shape[:-2], R.dtype)
+    rows = R[..., : last_row + 1, : T - 1]
+    seen = jnp.broadcast_to(jnp.tri(last_row + 1, T - 1, dtype=bool), rows.shape)  # l >= j
+    best = jnp.max(jnp.where(seen, rows, jnp.full_like(rows, -jnp.inf)), axis=-2)
+    return jnp.mean(best - R[..., -1, : T - 1], axis=-1)
+
+
+def forgetting(R: ArrayLike) -> Array:
+    """Average forgetting, Chaudhry et al. (2018) variant (the canonical one).
+
+    ``f_j = max_{l ∈ [j, T−2]} R[l, j] − R[T−1, j]``, ``F = (1/(T−1)) Σ_{j<T−1} f_j``.
+    The max runs over rows *before* the final one, so F can be negative (backward transfer
+    above every earlier accuracy). T = 1 gives 0.0.
+
+    Example:
+      >>> R = jnp.array([[0.9, 0.1], [0.6, 0.8]])
+      >>> round(float(forgetting(R)), 4), round(float(backward_transfer(R)), 4)
+      (0.3, -0.3)
+
+    Args:
+      R: ``[..., T, T]``.
+
+    Returns:
+      ``[...]``.
+    """
+    R = _check_square(R)
+    return _forgetting_max(R, last_row=R.shape[-1] - 2)
+
+
+def forgetting_from_diagonal(R: ArrayLike) -> Array:
+    """Average forgetting, Avalanche variant: ``(1/(T−1)) Σ_{j<T−1} (R[j, j] − R[T−1, j])``.
+
+    No max: forgetting relative to the accuracy right after learning the task. Equals
+    ``-backward_transfer(R)``. T = 1 gives 0.0.
+
+    Args:
+      R: ``[..., T, T]``.
+
+    Returns:
+      ``[...]``.
+    """
+    return -backward_transfer(R)
+
+
+def forgetting_max_all(R: ArrayLike) -> Array:
+    """Average forgetting, Mammoth variant: the max includes the final row, so F ≥ 0.
+
+    ``f_j = max_{l ∈ [j, T−1]} R[l, j] − R[T−1, j]``, averaged over j < T−1. Mammoth pads
+    rows l < j with zeros, which never exceed an accuracy, so restricting to l ≥ j is the
+    same for accuracies ≥ 0. T = 1 gives 0.0.
+
+    Args:
+      R: ``[..., T, T]``.
+
+    Returns:
+      ``[...]``.
+    """
+    R = _check_square(R)
+    return _forgetting_max(R, last_row=R.shape[-1] - 1)
+
+
+def learning_accuracy(R: ArrayLike) -> Array:
+    """Learning accuracy (plasticity), the mean diagonal: ``(1/T) Σ_j R[j, j]``.
+
+    Args:
+      R: ``[..., T, T]``.
+
+    Returns:
+      ``[...]``.
+    """
+    R = _check_square(R)
+    return jnp.mean(jnp.diagonal(R, axis1=-2, axis2=-1), axis=-1)
+
+
+def pooled_accuracy(correct: ArrayLike, count: ArrayLike, *, seen_only: bool = False) -> Array:
+    """Sample-pooled accuracy over tasks: ``Σ_j correct[j] / Σ_j count[j]``.
+
+    The sum runs over the last axis (tasks). With the per-task correct counts of the last
+    row and every task's test-set size this is the accuracy on the full test set, which is
+    what Hard ASH and SDM report for Split-MNIST (and Avalanche's ``Top1_Acc_Stream``).
+
+    Args:
+      correct: ``[..., T]`` number of correct predictions per task, e.g. ``[S, T, T]`` for
+        every row of the accuracy matrix.
+      count: number of test examples per task, broadcastable to ``correct`` (e.g. ``[T]``).
+      seen_only: for square ``[..., T, T]`` inputs, pool row i over tasks j ≤ i only
+        (Avalanche's ``Accuracy_On_Trained_Experiences``).
+
+    Returns:
+      ``correct.shape[:-1]``.
+    """
+    correct = jnp.asarray(correct)
+    count = jnp.broadcast_to(jnp.asarray(count), correct.shape)
+    if seen_only:
+        correct = _check_square(correct)
+        seen = _tril(correct)
+        correct = jnp.where(seen, correct, jnp.zeros_like(correct))
+        count = jnp.where(seen, count, jnp.zeros_like(count))
+    return jnp.sum(correct, axis=-1) / jnp.sum(count, axis=-1)
+
+
+# ----------------------------------------------------------------------------- over seeds
+
+
+@functools.lru_cache(maxsize=256)
+def t_quantile_975(dof: int) -> float:
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom (float64).
+
+    Exact to float precision: bisection on θ = atan(t/√ν) of the closed-form two-sided CDF
+    for integer ν (Abramowitz & Stegun 26.7.3-4). For ν > 1000 a Cornish-Fisher expansion
+    around z = 1.959964 is used (error < 1e-12).
+
+    Args:
+      dof: integer degrees of freedom ≥ 1.
+
+    Returns:
+      t with P(T ≤ t) = 0.975, e.g. 12.7062 (ν=1), 2.7764 (ν=4), 2.2622 (ν=9).
+    """
+    if isinstance(dof, bool) or int(dof) != dof or dof < 1:
+        raise ValueError(f"dof must be an integer >= 1, got dof={dof!r}.")
+    nu = int(dof)
+    if nu > 1000:
+        z = 1.959963984540054
+        g1 = (z**3 + z) / 4
+        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+        return z + g1 / nu + g2 / nu**2 + g3 / nu**3
+
+    def two_sided(theta: float) -> float:  # P(|T| < t) with t = √ν tan θ
+        s, c = math.sin(theta), math.cos(theta)
+        if nu % 2:  # odd: (2/π)(θ + s·(c + (2/3)c³ + … ))
+            term, acc = c, c if nu > 1 else 0.0
+            for i in range(3, nu - 1, 2):
+                term *= c * c * (i - 1) / i
+                acc += term
+            return 2 / math.pi * (theta + s * acc)
+        term, acc = 1.0, 1.0  # even: s·(1 + (1/2)c² + (1·3)/(2·4)c⁴ + … )
+        for i in range(2, nu - 1, 2):
+            term *= c * c * (i - 1) / i
+            acc += term
+        return s * acc
+
+    lo, hi = 0.0, math.pi / 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if two_sided(mid) < 0.95 else (lo, mid)
+    return math.sqrt(nu) * math.tan(0.5 * (lo + hi))
+
+
+def mean_ci95(
+    x: ArrayLike, axis: int = 0, *, ignore_nan: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% confidence half-width over ``axis`` (e.g. seeds), by Student's t.
+
+    ``half_width = t_{0.975, n−1} · s / √n`` with s the sample standard deviation
+    (ddof = 1). With n = 1 the half-width is NaN (no spread can be estimated); with n = 0
+    both are NaN. (The Hard ASH code logs ``1.96 · std(ddof=0) / √n`` instead.)
+
+    Example:
+      >>> mean, half = mean_ci95([1.0, 2.0, 3.0, 4.0, 5.0])  # t_{0.975,4} · s / √5
+      >>> float(mean), round(float(half), 4)
+      (3.0, 1.9632)
+
+    Args:
+      x: values with the seed axis at ``axis``.
+      axis: the axis to reduce.
+      ignore_nan: drop NaN entries (n counted per position) instead of propagating them.
+
+    Returns:
+      ``(mean, half_width)``, NumPy float64 arrays of ``x``'s shape without ``axis``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 0:
+        raise ValueError(f"x must have at least one axis, got shape {x.shape}.")
+    axis = axis % x.ndim
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if ignore_nan:
+            valid = ~np.isnan(x)
+            n = valid.sum(axis=axis)
+            mean = np.where(valid, x, 0.0).sum(axis=axis) / n
+            dev = np.where(valid, x - np.expand_dims(mean, axis), 0.0)
+            std = np.sqrt((dev**2).sum(axis=axis) / (n - 1))
+        else:
+            n = np.full(x.shape[:axis] + x.shape[axis + 1 :], x.shape[axis])
+            mean = x.mean(axis=axis) if x.shape[axis] else np.full(n.shape, np.nan)
+            std = x.std(axis=axis, ddof=1) if x.shape[axis] > 1 else np.full(n.shape, np.nan)
+    t = np.vectorize(lambda m: t_quantile_975(int(m) - 1) if m > 1 else np.nan, otypes=[float])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = t(n) * std / np.sqrt(n)
+    return np.asarray(mean, dtype=np.float64), np.asarray(half, dtype=np.float64)
+
+
+def summarize(
+    R: ArrayLike,
+    *,
+    b: ArrayLike | None = None,
+    correct: ArrayLike | None = None,
+    count: ArrayLike | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-seed metrics of a stack of accuracy matrices.
+
+    Keys: ``acc`` (GEM ACC), ``avg_incremental_acc``, ``bwt`` (GEM), ``forgetting``
+    (Chaudhry), ``learning_acc``; ``fwt`` (GEM) if ``b`` is given; ``pooled_acc`` (the
+    sample-pooled last row, i.e. full test-set accuracy) if ``correct`` and ``count`` are.
+
+    Args:
+      R: ``[S, T, T]`` (or ``[T, T]`` for one seed).
+      b: random-init accuracy per task, ``[S, T]`` or ``[T]``.
+      correct: correct predictions per row and task, ``[S, T, T]`` (or ``[T, T]``).
+      count: test examples per task, broadcastable to ``correct`` (e.g. ``[T]``).
+
+    Returns:
+      ``{name: float64 array [S]}`` (``[]`` for a single ``[T, T]`` matrix). Pass it to
+      ``summary_table`` for mean, 95% CI and per-seed lists.
+    """
+    R = _check_square(R)
+    if (correct is None) != (count is None):
+        raise ValueError("correct and count must be given together, got only one of them.")
+    if correct is not None:
+        correct = _check_square(correct)
+        count = jnp.broadcast_to(jnp.asarray(count), correct.shape)
+    out = _summarize_jit(R, b, correct, count)
+    return {k: np.array(v, dtype=np.float64) for k, v in out.items()}  # writable copies
+
+
+@jax.jit
+def _summarize_jit(R: Array, b: Array | None, correct: Array | None, count: Array | None):
+    # One compilation instead of op-by-op dispatch of every metric.
+    out = {
+        "acc": average_accuracy(R),
+        "avg_incremental_acc": average_incremental_accuracy(R),
+        "bwt": backward_transfer(R),
+        "forgetting": forgetting(R),
+        "learning_acc": learning_accuracy(R),
+    }
+    if b is not None:
+        out["fwt"] = forward_transfer(R, b)
+    if correct is not None:
+        out["pooled_acc"] = pooled_accuracy(correct[..., -1, :], count[..., -1, :])
+    return out
+
+
+def summary_table(per_seed: Mapping[str, ArrayLike]) -> dict[str, dict[str, Any]]:
+    """Mean, 95% CI half-width and per-seed values of each metric, as JSON-ready values.
+
+    Non-finite seeds (NaN, e.g. a diverged run) are excluded from the mean and CI and counted
+    in ``"n_excluded"`` (present only when nonzero). Non-finite numbers are written as
+    ``None`` (JSON has no NaN): ``ci95`` is ``None`` with fewer than two finite seeds.
+
+    Args:
+      per_seed: ``{name: values [S]}``, e.g. the output of ``summarize``.
+
+    Returns:
+      ``{name: {"mean": float | None, "ci95": float | None, "per_seed": [float | None, ...],
+      ["n_excluded": int]}}``.
+    """
+    table: dict[str, dict[str, Any]] = {}
+    for name, values in per_seed.items():
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        finite = np.isfinite(v)
+        mean, half = mean_ci95(v[finite])
+        row: dict[str, Any] = {
+            "mean": _json_float(mean),
+            "ci95": _json_float(half),
+            "per_seed": [_json_float(s) for s in v],
+        }
+        if not finite.all():
+            row["n_excluded"] = int((~finite).sum())
+        table[name] = row
+    return table
+
+
+def _json_float(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None

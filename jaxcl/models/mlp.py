@@ -1,0 +1,141 @@
+"""Multi-layer perceptrons, including the weight-standardised Hard ASH MLP (784-1000-10).
+
+The Hard ASH model (``LesserScholar/hard-ash`` ``02_run_experiments.py`` L53-55, L115-141):
+
+* no biases anywhere;
+* every weight matrix He-normal, N(0, 1)·sqrt(2 / fan_in), including the output layer;
+* the hidden layer's weights are standardised *inside the forward pass* (per output unit,
+  over the input axis); the stored weights are unconstrained and gradients flow through
+  the standardisation; the output layer is a plain linear map.
+
+``MLP()`` with its defaults and an activation is that model, e.g.
+``MLP(activation=get_activation("hard_ash"))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+# Exact normal, not jax.nn.initializers.he_normal (which is a *truncated* normal).
+he_normal: Initializer = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def standardize_weight(kernel: Array, *, axis: int = 0, eps: float = 0.0) -> Array:
+    """Weight standardisation per output unit: ``W̃ = (W − mean) / ‖W − mean‖₂``.
+
+    Mean and L2 norm are taken over ``axis``, the *input* axis. Flax kernels are
+    ``[in, out]``, so the default ``axis=0`` standardises each output unit's incoming weights
+    (the Hard ASH code stores ``[out, in]`` and uses axis 1). The result has zero mean and
+    unit L2 norm along ``axis``. Differentiable; no stop-gradient.
+
+    Args:
+      kernel: weight array, e.g. ``[in, out]``.
+      axis: the input (fan-in) axis.
+      eps: added to the norm; 0.0 (the default, as in the code) gives NaN for a constant
+        column.
+
+    Returns:
+      Array of ``kernel``'s shape and dtype.
+
+    References:
+      ``LesserScholar/hard-ash`` ``02_run_experiments.py`` ``weight_norm`` (L115-121).
+    """
+    centred = kernel - jnp.mean(kernel, axis=axis, keepdims=True)
+    norm = jnp.linalg.norm(centred, axis=axis, keepdims=True)
+    return centred / (norm + eps)
+
+
+class StandardizedDense(nn.Module):
+    """Linear layer ``y = x · W̃ (+ b)`` with optional weight standardisation of W.
+
+    The stored parameter ``kernel`` ``[in, out]`` is unconstrained; when ``standardize`` is
+    true the forward pass uses ``standardize_weight(kernel)`` (zero mean, unit L2 norm per
+    output unit, over the input axis).
+
+    Attributes:
+      features: number of output units.
+      use_bias: add a bias (zeros-initialised by default).
+      standardize: standardise the kernel in the forward pass.
+      kernel_init: initialiser for the ``[in, out]`` kernel (default exact He-normal).
+      bias_init: initialiser for the bias.
+      param_dtype: dtype of the parameters.
+    """
+
+    features: int
+    use_bias: bool = False
+    standardize: bool = True
+    kernel_init: Initializer = he_normal
+    bias_init: Initializer = nn.initializers.zeros
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Args: x ``[..., in]``. Returns: ``[..., features]``."""
+        kernel = self.param(
+            "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
+        )
+        if self.standardize:
+            kernel = standardize_weight(kernel)
+        y = jnp.dot(x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))  # explicit rank
+        return y
+
+
+class MLP(nn.Module):
+    """MLP ``in → hidden[0] → … → hidden[-1] → num_classes`` returning logits.
+
+    Every hidden layer is ``activation(StandardizedDense(...)(x))``; the output layer is a
+    plain (never standardised) linear layer without activation. The defaults are the Hard
+    ASH model: one hidden layer of 1000 units, no biases, exact He-normal init everywhere,
+    weight standardisation of the hidden layer in the forward pass.
+
+    Activations that use statistics across units (``hard_ash``, ``topk_*``, ``lwta``) must
+    act on the last axis, as the jaxcl activations do by default; leading axes are batch.
+
+    Attributes:
+      hidden: widths of the hidden layers (their number is the depth).
+      num_classes: number of output logits.
+      use_bias: biases in every layer.
+      activation: function applied after every hidden layer.
+      weight_standardize: standardise the hidden layers' weights (not the output layer's).
+      kernel_init: initialiser of every kernel ``[in, out]``.
+
+    Parameters are named ``hidden_0, …, hidden_{L−1}, output``, each with a ``kernel``.
+    """
+
+    hidden: Sequence[int] = (1000,)
+    num_classes: int = 10
+    use_bias: bool = False
+    activation: Callable[[Array], Array] = jax.nn.relu
+    weight_standardize: bool = True
+    kernel_init: Initializer = he_normal
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Args: x ``[..., in]`` (flattened, preprocessed). Returns: logits ``[..., classes]``."""
+        for i, width in enumerate(self.hidden):
+            x = StandardizedDense(
+                width,
+                use_bias=self.use_bias,
+                standardize=self.weight_standardize,
+                kernel_init=self.kernel_init,
+                name=f"hidden_{i}",
+            )(x)
+            x = self.activation(x)
+        return StandardizedDense(
+            self.num_classes,
+            use_bias=self.use_bias,
+            standardize=False,
+            kernel_init=self.kernel_init,
+            name="output",
+        )(x)
