@@ -1,0 +1,202 @@
+"""CLASSP: adjustment suppression and sparsity promotion (Ludwig, 2024)."""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax import tree as otu
+
+from jaxcl.optim import _validation as v
+
+MODES = ("paper", "code")
+
+# A phase flag: a Python bool, a (possibly traced) scalar, or a schedule of the step count.
+PhaseFlag = bool | jax.typing.ArrayLike | Callable[[jax.Array], jax.typing.ArrayLike]
+
+
+class ScaleByClasspState(NamedTuple):
+    """State of :func:`scale_by_classp`.
+
+    Attributes:
+      count: number of ``update`` calls so far; int32 scalar. Passed to a callable
+        ``accumulate_only``.
+      grad_sum: per-element accumulator, same structure, shapes and dtypes as the params:
+        Σ|g|^p over gated steps in ``"paper"`` mode, Σ|g| in ``"code"`` mode.
+    """
+
+    count: jax.Array
+    grad_sum: optax.Updates
+
+
+def _phase_is_accumulate_only(flag: PhaseFlag, count: jax.Array) -> jax.Array:
+    value = flag(count) if callable(flag) else flag
+    return jnp.asarray(value) != 0
+
+
+def scale_by_classp(
+    threshold: jax.typing.ArrayLike,
+    power: jax.typing.ArrayLike = 1.0,
+    eps: jax.typing.ArrayLike = 1e-5,
+    *,
+    mode: str = "paper",
+    include_current: bool = True,
+    initial_accumulator: jax.typing.ArrayLike = 0.0,
+    accumulate_only: PhaseFlag = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Rescale updates as CLASSP does: thresholded, power-``p`` AdaGrad.
+
+    ``mode="paper"`` is the rule of the paper, element by element. With the gate
+    :math:`m_t = 1[g_t^2 > \text{threshold}]` and :math:`S_0 = \text{initial\_accumulator}`,
+
+    .. math::
+
+      S_t = S_{t-1} + m_t\,|g_t|^p, \qquad
+      u_t = m_t\,\frac{g_t}{(\epsilon + S)^{1/p}},
+
+    with :math:`S = S_t` when ``include_current`` (what the authors' code does, like
+    AdaGrad) or :math:`S = S_{t-1}` (the paper's formula, which sums to :math:`t-1`).
+    Entries whose gate is closed get a zero update and keep their accumulator.
+
+    ``mode="code"`` reproduces the authors' PyTorch optimizer to the letter: the gate is per
+    tensor, ``float(any(g**2 != 0)) > threshold`` (so any threshold in [0, 1) lets every
+    tensor with a non-zero gradient through and a threshold >= 1 freezes everything); the
+    accumulator is :math:`\sum|g|` whatever ``power`` is (their ``** power`` is discarded);
+    the current gradient is always included; the rescaling still takes the ``1/p`` root.
+
+    Accumulate-only phase: where ``accumulate_only`` is true the output is the gated
+    gradient itself, :math:`u_t = m_t g_t` (plain SGD after the learning rate), while
+    :math:`S_t` accumulates as usual. This is the authors' first task
+    (``apply_scaling=False``). ``accumulate_only`` may be
+
+    * a Python bool, fixed for the transformation's lifetime;
+    * a scalar array, non-zero meaning true; it may be traced, e.g. a value carried in a
+      ``lax.scan`` or set in ``state.hyperparams`` by :func:`optax.inject_hyperparams`;
+    * a callable of the step count (``count`` before this update, starting at 0), like an
+      optax schedule: ``accumulate_only=lambda count: count < steps_on_task_1``.
+
+    Switching phase therefore never changes the state's structure and never recompiles.
+
+    Args:
+      threshold: gate on the squared gradient; >= 0.
+      power: the exponent ``p``; > 0.
+      eps: added inside the root; >= 0. Where :math:`\epsilon + S = 0` the update is 0.
+      mode: ``"paper"`` (element-wise) or ``"code"`` (the authors' implementation).
+      include_current: whether the denominator includes the current gradient. Only
+        ``True`` is allowed in ``"code"`` mode.
+      initial_accumulator: starting value of ``grad_sum``; >= 0.
+      accumulate_only: the phase flag described above.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`; extra arguments are ignored.
+
+    References:
+      Ludwig, `CLASSP: a Biologically-Inspired Approach to Continual Learning through
+      Adjustment Suppression and Sparsity Promotion <https://arxiv.org/abs/2405.09637>`_,
+      2024. Code: ``oswaldoludwig/CLASSP``, ``CLASSP.py``.
+
+    .. warning::
+      With ``include_current=False`` the first gated step divides by
+      :math:`\epsilon^{1/p}` (``1e5 * g`` for the defaults), as the paper's formula does.
+      Use a larger ``initial_accumulator`` to tame it.
+    """
+    v.check_nonnegative("threshold", threshold)
+    v.check_positive("power", power)
+    v.check_nonnegative("eps", eps)
+    v.check_nonnegative("initial_accumulator", initial_accumulator)
+    v.check_choice("mode", mode, MODES)
+    if mode == "code" and not include_current:
+        raise ValueError(
+            "include_current=False is not available in mode='code': the authors' code always "
+            "includes the current gradient. Use mode='paper'."
+        )
+
+    def init_fn(params):
+        return ScaleByClasspState(
+            count=jnp.zeros([], jnp.int32),
+            grad_sum=otu.full_like(params, initial_accumulator),
+        )
+
+    def leaf_update(g, s, accumulate):
+        if mode == "paper":
+            gate = jnp.square(g) > threshold
+            increment = jnp.abs(g) ** power
+        else:
+            # The authors' test `(g ** 2).any() > threshold` compares a boolean with a float.
+            gate = jnp.any(jnp.square(g) != 0).astype(jnp.float32) > threshold
+            increment = jnp.abs(g)
+        new_s = jnp.where(gate, s + increment, s)
+        denom = (eps + (new_s if include_current else s)) ** (1.0 / power)
+        safe_denom = jnp.where(denom > 0, denom, 1)
+        scaled = jnp.where(denom > 0, g / safe_denom, 0)
+        u = jnp.where(gate, jnp.where(accumulate, g, scaled), 0)
+        return u.astype(g.dtype), new_s.astype(s.dtype)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        accumulate = _phase_is_accumulate_only(accumulate_only, state.count)
+        pairs = jax.tree.map(lambda g, s: leaf_update(g, s, accumulate), updates, state.grad_sum)
+        treedef = jax.tree.structure(updates)
+        new_updates, grad_sum = jax.tree.transpose(treedef, jax.tree.structure((0, 0)), pairs)
+        count = optax.safe_increment(state.count)
+        return new_updates, ScaleByClasspState(count=count, grad_sum=grad_sum)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def classp(
+    learning_rate: optax.ScalarOrSchedule,
+    threshold: jax.typing.ArrayLike,
+    power: jax.typing.ArrayLike = 1.0,
+    eps: jax.typing.ArrayLike = 1e-5,
+    *,
+    mode: str = "paper",
+    include_current: bool = True,
+    initial_accumulator: jax.typing.ArrayLike = 0.0,
+    accumulate_only: PhaseFlag = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""The CLASSP optimizer: :func:`scale_by_classp` then a learning rate.
+
+    .. math::
+
+      w_{t+1} = w_t - \eta\, m_t \frac{g_t}{(\epsilon + S)^{1/p}}
+
+    (see :func:`scale_by_classp` for :math:`m_t`, :math:`S` and the modes). The authors'
+    vision experiment is ``classp(0.2, threshold=0.5, mode="code",
+    accumulate_only=lambda c: c < steps_on_task_1)``.
+
+    Args:
+      learning_rate: a scalar >= 0 or an optax schedule.
+      threshold, power, eps, mode, include_current, initial_accumulator, accumulate_only:
+        as in :func:`scale_by_classp`.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxcl.optim import classp
+      >>> opt = classp(1.0, threshold=0.1, power=2.0, eps=0.0)
+      >>> state = opt.init(jnp.zeros(3))
+      >>> updates, state = opt.update(jnp.array([3.0, 0.2, -4.0]), state)
+      >>> print(updates)  # the middle entry is below the threshold
+      [-1. -0.  1.]
+
+    References:
+      Ludwig, `CLASSP <https://arxiv.org/abs/2405.09637>`_, 2024.
+    """
+    if not callable(learning_rate):
+        v.check_nonnegative("learning_rate", learning_rate)
+    return optax.chain(
+        scale_by_classp(
+            threshold,
+            power,
+            eps,
+            mode=mode,
+            include_current=include_current,
+            initial_accumulator=initial_accumulator,
+            accumulate_only=accumulate_only,
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )

@@ -1,0 +1,196 @@
+"""Optimizers by name, for configs and experiment scripts."""
+
+import inspect
+from collections.abc import Callable
+
+import optax
+
+from jaxcl.optim import _validation as v
+from jaxcl.optim._classp import classp
+from jaxcl.optim._clipping import clip_updates as _clip_updates
+from jaxcl.optim._masked_adam import masked_adam
+from jaxcl.optim._sam import gnp, sam
+
+
+def _sgd(*, learning_rate):
+    return optax.sgd(learning_rate)
+
+
+def _momentum(*, learning_rate, momentum=0.9, nesterov=False):
+    v.check_decay("momentum", momentum)
+    return optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
+
+
+def _adam(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
+    v.check_decay("b1", b1)
+    v.check_decay("b2", b2)
+    v.check_nonnegative("eps", eps)
+    return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+
+
+def _adam_nobc(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
+    # Dense semantics: every entry active unless the caller passes an explicit mask.
+    return masked_adam(learning_rate, b1, b2, eps, bias_correction=False, mask_by_gradient=False)
+
+
+def _rmsprop(*, learning_rate, decay=0.9, eps=1e-8, eps_in_sqrt=True):
+    v.check_decay("decay", decay)
+    v.check_nonnegative("eps", eps)
+    return optax.rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt)
+
+
+def _adagrad(*, learning_rate, initial_accumulator_value=0.1, eps=1e-7):
+    v.check_nonnegative("initial_accumulator_value", initial_accumulator_value)
+    v.check_nonnegative("eps", eps)
+    return optax.adagrad(
+        learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps
+    )
+
+
+def _classp(
+    *,
+    learning_rate,
+    threshold,
+    power=1.0,
+    eps=1e-5,
+    mode="paper",
+    include_current=True,
+    initial_accumulator=0.0,
+    accumulate_only=False,
+):
+    return classp(
+        learning_rate,
+        threshold,
+        power,
+        eps,
+        mode=mode,
+        include_current=include_current,
+        initial_accumulator=initial_accumulator,
+        accumulate_only=accumulate_only,
+    )
+
+
+def _masked_adam(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8, bias_correction=True):
+    return masked_adam(learning_rate, b1, b2, eps, bias_correction=bias_correction)
+
+
+def _sgd_base(learning_rate, momentum, pre):
+    if momentum is not None:
+        v.check_decay("momentum", momentum)
+    return optax.chain(*pre, optax.sgd(learning_rate, momentum=momentum))
+
+
+def _sam(*, learning_rate, rho, momentum=None, _pre=()):
+    return sam(_sgd_base(learning_rate, momentum, _pre), rho)
+
+
+def _gnp(*, learning_rate, r, alpha, normalize_first=True, momentum=None, _pre=()):
+    return gnp(_sgd_base(learning_rate, momentum, _pre), r, alpha, normalize_first=normalize_first)
+
+
+_BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "adam": _adam,
+    "adam_nobc": _adam_nobc,
+    "rmsprop": _rmsprop,
+    "adagrad": _adagrad,
+    "classp": _classp,
+    "masked_adam": _masked_adam,
+    "sam": _sam,
+    "gnp": _gnp,
+}
+# Wrappers that evaluate a second gradient: gradient clipping must go inside their base.
+_WRAPPERS = ("sam", "gnp")
+
+OPTIMIZERS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def _hyperparameters(builder) -> tuple[list[str], list[str]]:
+    params = inspect.signature(builder).parameters.values()
+    public = [p for p in params if not p.name.startswith("_")]
+    required = [p.name for p in public if p.default is inspect.Parameter.empty]
+    return [p.name for p in public], required
+
+
+def get_optimizer(
+    name: str,
+    *,
+    clip_global_norm: float | None = None,
+    clip_updates: float | None = None,
+    **hparams,
+) -> optax.GradientTransformationExtraArgs:
+    """Build an optimizer by name.
+
+    ======================  ==============================================================
+    name                    optimizer and hyperparameters (defaults)
+    ======================  ==============================================================
+    ``"sgd"``               ``optax.sgd(learning_rate)``
+    ``"momentum"``          ``optax.sgd`` with a PyTorch-style trace ``t = g + μ t``:
+                            learning_rate, momentum (0.9), nesterov (False)
+    ``"adam"``              ``optax.adam``: learning_rate, b1 (0.9), b2 (0.999), eps (1e-8)
+    ``"adam_nobc"``         Adam without bias correction (Hard ASH), dense:
+                            :func:`masked_adam` with ``bias_correction=False,
+                            mask_by_gradient=False``; same hyperparameters as ``"adam"``.
+                            Dense means an entry whose gradient is exactly zero still
+                            decays its moments, as in any Adam; an explicit ``mask`` passed
+                            to ``update`` is still honoured.
+    ``"rmsprop"``           ``optax.rmsprop``: learning_rate, decay (0.9), eps (1e-8),
+                            eps_in_sqrt (True, optax's default and Hard ASH's)
+    ``"adagrad"``           ``optax.adagrad``: learning_rate, initial_accumulator_value
+                            (0.1; Hard ASH uses 1e-6), eps (1e-7)
+    ``"classp"``            :func:`classp`: learning_rate, threshold, power (1.0), eps
+                            (1e-5), mode, include_current, initial_accumulator,
+                            accumulate_only
+    ``"masked_adam"``       :func:`masked_adam` (inactive = zero gradient unless a mask is
+                            passed): learning_rate, b1, b2, eps, bias_correction (True)
+    ``"sam"``               :func:`sam` around SGD: learning_rate, rho, momentum (None)
+    ``"gnp"``               :func:`gnp` around SGD: learning_rate, r, alpha,
+                            normalize_first (True), momentum (None)
+    ======================  ==============================================================
+
+    Every result accepts ``update(grads, state, params, **extra)`` with any extra keyword
+    arguments (``grad_fn``, ``mask``, ...); each part of the chain takes the ones it knows.
+
+    Args:
+      name: one of :data:`OPTIMIZERS`.
+      clip_global_norm: if given (> 0), ``optax.clip_by_global_norm`` is applied to the
+        gradient first (inside the base optimizer for ``"sam"``/``"gnp"``, so that the
+        gradient they evaluate is clipped too).
+      clip_updates: if given (> 0), :func:`clip_updates` is applied to the final update.
+      **hparams: the optimizer's hyperparameters, as listed above.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`.
+
+    Raises:
+      ValueError: unknown ``name``, or a hyperparameter out of range.
+      TypeError: unknown or missing hyperparameters.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}.")
+    builder = _BUILDERS[name]
+    accepted, required = _hyperparameters(builder)
+    unknown = sorted(set(hparams) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"get_optimizer({name!r}): unknown hyperparameter(s) {unknown}; accepted: {accepted}."
+        )
+    missing = [p for p in required if p not in hparams]
+    if missing:
+        raise TypeError(f"get_optimizer({name!r}): missing hyperparameter(s) {missing}.")
+    if not callable(hparams["learning_rate"]):
+        v.check_nonnegative("learning_rate", hparams["learning_rate"])
+
+    pre: tuple[optax.GradientTransformation, ...] = ()
+    if clip_global_norm is not None:
+        v.check_positive("clip_global_norm", clip_global_norm)
+        pre = (optax.clip_by_global_norm(clip_global_norm),)
+    post = () if clip_updates is None else (_clip_updates(clip_updates),)
+
+    if name in _WRAPPERS:
+        opt = builder(_pre=pre, **hparams)
+        pre = ()
+    else:
+        opt = builder(**hparams)
+    return optax.chain(*pre, opt, *post)
