@@ -136,6 +136,7 @@ class Run:
         # The scenario is an argument, not a closed-over constant: no giant literals in HLO.
         self._init = jax.jit(jax.vmap(self._init_seed, in_axes=(0, None)))
         self._chunk = jax.jit(jax.vmap(self._chunk_seed, in_axes=(0, None, None)), donate_argnums=0)
+        self._executables: dict[tuple, Any] = {}
 
     # ----------------------------------------------------------------- per seed, pure
     def _batch(
@@ -287,9 +288,29 @@ class Run:
         """Initial carries of all seeds and their pre-training correct counts."""
         return self._init(keys, self.scenario)
 
+    def executable(self, state: EngineState) -> Any:
+        """The compiled chunk program for ``state``'s shapes and shardings (cached).
+
+        Compiled ahead of time, so its memory use can be inspected before it runs
+        (``executable(state).memory_analysis()``) without compiling twice.
+        """
+        signature = tuple(
+            (leaf.shape, leaf.dtype, str(getattr(leaf, "sharding", None)))
+            for leaf in jax.tree.leaves(state)
+        )
+        if signature not in self._executables:
+            lowered = self._chunk.lower(state, jnp.int32(0), self.scenario)
+            self._executables[signature] = lowered.compile()
+        return self._executables[signature]
+
+    @property
+    def num_compiles(self) -> int:
+        """How many chunk programs were compiled (one per number of seeds and sharding)."""
+        return len(self._executables)
+
     def run_chunk(self, state: EngineState, start: int) -> tuple[EngineState, TaskRecord]:
         """Trains and evaluates tasks ``start .. start+chunk_size−1`` for every seed."""
-        return self._chunk(state, jnp.int32(start), self.scenario)
+        return self.executable(state)(state, jnp.int32(start), self.scenario)
 
     def __call__(
         self, keys: jax.Array, *, progress: bool = False, on_chunk: Callable | None = None

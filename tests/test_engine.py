@@ -125,7 +125,7 @@ def test_chunks_do_not_change_results_and_compile_once():
         run = engine.make_run(sc, tiny_mlp_learner(), batch_size=10, chunk_size=chunk)
         results.append(run(engine.seed_keys([0, 1])))
         run(engine.seed_keys([5, 6]))
-        assert run._chunk._cache_size() == 1  # same shapes every chunk and every call
+        assert run.num_compiles == 1  # same shapes every chunk and every call
     np.testing.assert_array_equal(results[0].correct, results[1].correct)
 
 
