@@ -23,7 +23,6 @@ at random when not sweeping; we pin k=64 and groups=50 (the table says so). Seed
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,7 @@ class Config:
         return kwargs
 
 
-def build_run(config: Config, *, data_dir: str | None = None) -> engine.Run:
+def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
     """The compiled Split-MNIST run of one configuration."""
     mnist = data.preprocess(data.load("mnist", data_dir=data_dir), stats_of="mnist")
     scenario = scenarios.split(
@@ -104,7 +103,11 @@ def build_run(config: Config, *, data_dir: str | None = None) -> engine.Run:
     )
     learner = learners.supervised(model, optimizer, input_dim=scenario.input_dim)
     return engine.make_run(
-        scenario, learner, batch_size=config.batch_size, epochs_per_task=config.epochs_per_task
+        scenario,
+        learner,
+        batch_size=config.batch_size,
+        epochs_per_task=config.epochs_per_task,
+        chunk_size=chunk_size,
     )
 
 
@@ -169,13 +172,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         else (list(GRID) if args.grid else list(HEADLINE))
     )
     out = Path(args.out)
-    keys = engine.seed_keys(range(args.seeds))
     rows = []
     for method in methods:
         config = config_for(method, args.quick)
         start = time.perf_counter()
-        run = build_run(config, data_dir=args.data_dir)
-        results = run(keys, progress=sys.stderr.isatty())
+        run = build_run(config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, 5))
+        results = cli.run_method(run, args, method, config)
         seconds = time.perf_counter() - start
         row = report.result_row(
             method, results, config=dataclasses.asdict(config), seconds=round(seconds, 2)

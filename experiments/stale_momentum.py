@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         methods=list(METHODS),
         default_seeds=1,
         default_out="results/stale_momentum",
+        resumable=False,
     )
     parser.add_argument("--grad", type=float, default=0.2, help="injected gradient value")
     parser.add_argument(

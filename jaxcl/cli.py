@@ -1,13 +1,24 @@
 """The command-line contract shared by every ``experiments/*.py`` (DESIGN.md).
 
 Each experiment accepts ``--seeds N``, ``--out DIR``, ``--quick`` and
-``--methods NAME[,NAME...]``; ``--help`` lists the method names.
+``--methods NAME[,NAME...]``; ``--help`` lists the method names. Long runs also take
+``--checkpoint-every N`` (tasks between checkpoints), ``--seed-chunk N`` and
+``--no-checkpoint``: re-running the same command with the same ``--out`` resumes, and
+methods already finished are not run again (see :mod:`jaxcl.execution`).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jaxcl import execution
+from jaxcl.engine import Results, Run
 
 
 def experiment_parser(
@@ -16,8 +27,12 @@ def experiment_parser(
     methods: Sequence[str],
     default_seeds: int = 5,
     default_out: str = "results",
+    resumable: bool = True,
 ) -> argparse.ArgumentParser:
-    """An ``argparse`` parser with the four common flags; add experiment flags to it."""
+    """An ``argparse`` parser with the common flags; add experiment flags to it.
+
+    ``resumable=False`` leaves out the checkpoint flags (for runs that take seconds).
+    """
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -31,7 +46,45 @@ def experiment_parser(
         default=None,
         help="comma-separated subset of rows to run; valid: " + ", ".join(methods),
     )
+    if not resumable:
+        return parser
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="tasks per compiled chunk, checkpointed after each (0: a tenth of the stream)",
+    )
+    parser.add_argument(
+        "--seed-chunk", type=int, default=0, help="seeds run at once (0: as many as fit)"
+    )
+    parser.add_argument(
+        "--no-checkpoint", action="store_true", help="do not save checkpoints under --out"
+    )
     return parser
+
+
+def chunk_size(args: argparse.Namespace, num_tasks: int) -> int:
+    """Tasks per compiled chunk: ``--checkpoint-every``, else about a tenth of the stream."""
+    if args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    return args.checkpoint_every or max(1, math.ceil(num_tasks / 10))
+
+
+def run_method(
+    run: Run, args: argparse.Namespace, method: str, config: Mapping[str, Any] | Any
+) -> Results:
+    """Runs seeds ``0..--seeds−1`` of one method, checkpointed under ``--out``."""
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
+    checkpoint_dir = None if args.no_checkpoint else Path(args.out) / "checkpoints" / method
+    return execution.run_seeds(
+        run,
+        range(args.seeds),
+        checkpoint_dir=checkpoint_dir,
+        fingerprint={"method": method, "quick": args.quick, **dict(config)},
+        seed_chunk_size=args.seed_chunk or None,
+        progress=sys.stderr.isatty(),
+    )
 
 
 def selected_methods(args: argparse.Namespace, methods: Sequence[str]) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcl.learners import Batch, Learner
 from jaxcl.scenarios import Scenario, mask_logits
@@ -95,6 +96,28 @@ class Results(NamedTuple):
 
 def _ratio(correct: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.where(correct < 0, np.nan, correct / count)
+
+
+def seed_sharding(num_seeds: int) -> NamedSharding | None:
+    """The seed axis split over all devices (None on one device).
+
+    Raises:
+      ValueError: ``num_seeds`` is not a multiple of the device count (pad the seeds, as
+        :func:`jaxcl.execution.run_seeds` does).
+    """
+    devices = jax.devices()
+    if len(devices) == 1:
+        return None
+    if num_seeds % len(devices):
+        raise ValueError(
+            f"num_seeds={num_seeds} must be a multiple of the device count {len(devices)}"
+        )
+    return NamedSharding(Mesh(np.asarray(devices), ("seeds",)), PartitionSpec("seeds"))
+
+
+def _place(tree: PyTree, sharding: NamedSharding | None) -> PyTree:
+    # Every leaf of a seed-batched tree has the seed axis first.
+    return tree if sharding is None else jax.device_put(tree, sharding)
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
@@ -285,21 +308,28 @@ class Run:
 
     # --------------------------------------------------------------------- host side
     def init(self, keys: jax.Array) -> tuple[EngineState, jax.Array]:
-        """Initial carries of all seeds and their pre-training correct counts."""
-        return self._init(keys, self.scenario)
+        """Initial carries of all seeds (sharded over devices) and pre-training counts."""
+        sharding = seed_sharding(keys.shape[0])
+        if sharding is not None:
+            keys = jax.device_put(keys, sharding)
+        state, init_correct = self._init(keys, self.scenario)
+        return _place(state, sharding), init_correct
 
     def executable(self, state: EngineState) -> Any:
-        """The compiled chunk program for ``state``'s shapes and shardings (cached).
+        """The compiled chunk program for ``state``'s shapes (cached).
 
         Compiled ahead of time, so its memory use can be inspected before it runs
-        (``executable(state).memory_analysis()``) without compiling twice.
+        (``executable(state).memory_analysis()``) without compiling twice. ``state`` may
+        be abstract (``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``).
         """
-        signature = tuple(
-            (leaf.shape, leaf.dtype, str(getattr(leaf, "sharding", None)))
-            for leaf in jax.tree.leaves(state)
-        )
+        leaves = jax.tree.leaves(state)
+        signature = tuple((leaf.shape, leaf.dtype) for leaf in leaves)
         if signature not in self._executables:
-            lowered = self._chunk.lower(state, jnp.int32(0), self.scenario)
+            sharding = seed_sharding(leaves[0].shape[0])
+            abstract = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
+            )
+            lowered = self._chunk.lower(abstract, jnp.int32(0), self.scenario)
             self._executables[signature] = lowered.compile()
         return self._executables[signature]
 
@@ -310,6 +340,7 @@ class Run:
 
     def run_chunk(self, state: EngineState, start: int) -> tuple[EngineState, TaskRecord]:
         """Trains and evaluates tasks ``start .. start+chunk_size−1`` for every seed."""
+        state = _place(state, seed_sharding(jax.tree.leaves(state)[0].shape[0]))
         return self.executable(state)(state, jnp.int32(start), self.scenario)
 
     def __call__(

@@ -37,3 +37,12 @@ def test_seed_alone_matches_seed_in_a_vmapped_run():
 def test_unknown_method_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match="valid names: hard_ash\\+adagrad"):
         hard_ash.main(["--quick", "--out", str(tmp_path), "--methods", "hard_ash+lion"])
+
+
+def test_rerunning_the_same_command_reuses_finished_methods(tmp_path):
+    argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "relu+sgd"]
+    first = hard_ash.main(argv)
+    group = tmp_path / "checkpoints" / "relu+sgd" / "seeds_0-1"
+    assert (group / "results.npz").exists() and not (group / "steps").exists()
+    second = hard_ash.main(argv)
+    assert first[0]["metrics"] == second[0]["metrics"]

@@ -1,0 +1,153 @@
+"""Checkpoints of a run's whole carry between task chunks (orbax-checkpoint).
+
+A checkpoint holds one pytree (the engine state of every seed, the pre-training
+evaluation and the per-task records so far) plus a JSON side record with the number of
+tasks done and a SHA-256 digest of every array. Saving is synchronous: when
+:meth:`Checkpointer.save` returns, the step is committed, so a SIGKILL afterwards loses
+nothing that was saved. Restoring verifies the digest; a torn or corrupt latest step is
+skipped (with a warning) and the previous one used. Only the newest ``keep`` steps stay.
+
+The directory also holds ``fingerprint.json``, the run's configuration. Opening it with
+a different configuration is refused with a message listing what differs, so a resumed
+run can never silently mix two configurations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcl.report import atomic_write_text
+
+PyTree = Any
+log = logging.getLogger(__name__)
+
+
+class ConfigMismatchError(ValueError):
+    """A checkpoint directory belongs to a run with another configuration."""
+
+
+def digest(tree: PyTree) -> str:
+    """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        array = np.asarray(jax.device_get(leaf))
+        h.update(f"{array.dtype}{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def _canonical(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    # Round-trip through JSON so tuples/lists and numpy scalars compare equal.
+    return json.loads(json.dumps(dict(fingerprint), sort_keys=True, default=str))
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [
+        f"{k}: checkpoint has {old.get(k)!r}, now {new.get(k)!r}"
+        for k in keys
+        if old.get(k) != new.get(k)
+    ]
+
+
+class Checkpointer:
+    """Saves and restores one run's carry in ``directory``.
+
+    Args:
+      directory: where the steps live (created if needed).
+      fingerprint: JSON-able description of the run (config, seeds, chunking).
+      keep: how many of the newest steps to keep (>= 1; 2 leaves a fallback).
+
+    Raises:
+      ConfigMismatchError: ``directory`` holds checkpoints of another configuration.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike, *, fingerprint: Mapping[str, Any], keep: int = 2
+    ):
+        import orbax.checkpoint as ocp
+
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory).resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = _canonical(fingerprint)
+        stored = self.directory / "fingerprint.json"
+        if stored.exists():
+            diff = _differences(json.loads(stored.read_text()), self.fingerprint)
+            if diff:
+                raise ConfigMismatchError(
+                    f"{self.directory} holds checkpoints of a different configuration; "
+                    f"differences: {'; '.join(diff)}. Use another --out directory, or delete "
+                    f"{self.directory} to start over."
+                )
+        else:
+            atomic_write_text(stored, json.dumps(self.fingerprint, indent=2, sort_keys=True))
+        self._ocp = ocp
+        self._manager = ocp.CheckpointManager(
+            self.directory / "steps",
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, enable_async_checkpointing=False, create=True
+            ),
+        )
+
+    def steps(self) -> list[int]:
+        """Committed steps (tasks done), oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, tasks_done: int, tree: PyTree) -> None:
+        """Commits ``tree`` as the state after ``tasks_done`` tasks (blocking)."""
+        args = self._ocp.args
+        if tasks_done in self._manager.all_steps():  # an unusable step being redone
+            self._manager.delete(tasks_done)
+        self._manager.save(
+            tasks_done,
+            args=args.Composite(
+                state=args.StandardSave(tree),
+                meta=args.JsonSave({"tasks_done": tasks_done, "digest": digest(tree)}),
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore_latest(self, abstract: PyTree) -> tuple[int, PyTree] | None:
+        """The newest step that restores and verifies, as ``(tasks_done, tree)``, or None.
+
+        Args:
+          abstract: the tree's structure with ``jax.ShapeDtypeStruct`` leaves (shardings
+            included), e.g. from ``jax.eval_shape``.
+        """
+        args = self._ocp.args
+        for step in reversed(self.steps()):
+            try:
+                restored = self._manager.restore(
+                    step,
+                    args=args.Composite(
+                        state=args.StandardRestore(abstract), meta=args.JsonRestore()
+                    ),
+                )
+                meta, tree = restored["meta"], restored["state"]
+                if meta["tasks_done"] != step or meta["digest"] != digest(tree):
+                    raise ValueError("digest mismatch")
+            except Exception as err:  # any unreadable step is skipped, never trusted
+                log.warning(
+                    "checkpoint step %d in %s is unusable (%s); trying an older one",
+                    step,
+                    self.directory,
+                    err,
+                )
+                continue
+            return step, tree
+        return None
+
+    def close(self) -> None:
+        self._manager.close()
