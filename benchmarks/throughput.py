@@ -51,8 +51,8 @@ def model_flops(run: engine.Run, sizes: tuple[int, ...]) -> float:
     backward = forward + sum(2 * i * o for i, o in layers[1:])
     sc = run.scenario
     train_examples = int(np.sum(sc.train_count)) * run.epochs_per_task
-    evaluations = sc.num_tasks + 1  # before training and after each task
-    eval_examples = int(np.sum(sc.test_count)) * sc.num_tasks * evaluations
+    evaluations = sc.num_tasks + 1  # before training and after each task, on every task
+    eval_examples = int(np.sum(sc.test_count)) * evaluations
     return train_examples * (forward + backward) + eval_examples * forward
 
 

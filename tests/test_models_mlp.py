@@ -109,3 +109,16 @@ def test_hard_ash_forward_vmapped_over_seeds(hard_ash_params):
     assert float(jnp.abs(logits[0] - logits[1]).max()) > 1e-3  # seeds differ
     hidden = activations.hard_ash(x @ standardize_weight(params["params"]["hidden_0"]["kernel"][0]))
     assert 0.0 < float(jnp.mean(hidden > 0)) < 0.3  # sparse
+
+
+def test_standardized_matmul_equals_matmul_with_the_standardized_kernel():
+    from jaxcl.models.mlp import standardized_matmul
+
+    kx, kw = jax.random.split(jax.random.PRNGKey(3))
+    x = jax.random.normal(kx, (5, 7, 30))
+    w = jax.random.normal(kw, (30, 11)) * 0.3 + 0.05  # a non-zero mean per unit
+    expected = jnp.dot(x, standardize_weight(w))
+    np.testing.assert_allclose(standardized_matmul(x, w), expected, rtol=1e-5, atol=1e-5)
+    g_fast = jax.grad(lambda w: jnp.sum(jnp.sin(standardized_matmul(x, w))))(w)
+    g_ref = jax.grad(lambda w: jnp.sum(jnp.sin(jnp.dot(x, standardize_weight(w)))))(w)
+    np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-5)
