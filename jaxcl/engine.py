@@ -16,7 +16,7 @@ another; each seed records the first step where its loss stopped being finite.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -156,6 +156,9 @@ class Run:
         self.eval_batch_size = int(min(eval_batch_size, scenario.test_idx.shape[1]))
         self.eval_tasks = eval_tasks
         self.chunk_size = int(min(chunk_size, scenario.num_tasks))
+        # Every task runs this many batches per epoch (the longest task's; padding-only
+        # batches of shorter tasks are skipped).
+        self.batches_per_epoch = math.ceil(scenario.train_idx.shape[1] / self.batch_size)
         # The scenario is an argument, not a closed-over constant: no giant literals in HLO.
         self._init = jax.jit(jax.vmap(self._init_seed, in_axes=(0, None)))
         self._chunk = jax.jit(jax.vmap(self._chunk_seed, in_axes=(0, None, None)), donate_argnums=0)
@@ -167,6 +170,7 @@ class Run:
     ) -> Batch:
         pos = b * self.batch_size + jnp.arange(self.batch_size)
         rows = sc.train_idx[task].at[order.at[pos].get(mode="fill", fill_value=0)].get()
+        e = epoch - task * self.epochs_per_task
         return Batch(
             x=sc.inputs(sc.train_x[rows], task),
             y=sc.train_y[rows],
@@ -174,6 +178,7 @@ class Run:
             task=task,
             logit_mask=sc.logit_mask(task),
             epoch=epoch,
+            index=e * self.batches_per_epoch + b,
         )
 
     def _shuffle(self, sc: Scenario, task: jax.Array, key: jax.Array) -> jax.Array:
@@ -184,7 +189,7 @@ class Run:
 
     def _train_task(self, state: EngineState, sc: Scenario, task: jax.Array) -> tuple:
         learner = self.learner
-        num_batches = math.ceil(sc.train_idx.shape[1] / self.batch_size)
+        num_batches = self.batches_per_epoch
         key, k_begin, k_epochs, k_end = jax.random.split(state.key, 4)
         lstate = learner.begin_task(state.learner, task, k_begin)
 
@@ -244,6 +249,7 @@ class Run:
             task=task,
             logit_mask=sc.logit_mask(task),
             epoch=(task + 1) * self.epochs_per_task - 1,
+            index=self.epochs_per_task * self.batches_per_epoch - 1,
         )
 
     def _evaluate(self, lstate: PyTree, sc: Scenario, wanted: jax.Array) -> jax.Array:
@@ -343,26 +349,20 @@ class Run:
         state = _place(state, seed_sharding(jax.tree.leaves(state)[0].shape[0]))
         return self.executable(state)(state, jnp.int32(start), self.scenario)
 
-    def __call__(
-        self, keys: jax.Array, *, progress: bool = False, on_chunk: Callable | None = None
-    ) -> Results:
-        """Runs every task for every seed (``keys``: ``[S, 2]``) and gathers the results."""
+    def __call__(self, keys: jax.Array) -> Results:
+        """Runs every task for every seed (``keys``: ``[S, 2]``) and gathers the results.
+
+        The plain path; :func:`jaxcl.execution.run_seeds` adds checkpoints, seed groups
+        and a progress bar.
+        """
         keys = jnp.asarray(keys)
         if keys.ndim != 2:
             raise ValueError(f"keys must be [num_seeds, 2] PRNG keys, got shape {keys.shape}")
         state, init_correct = self.init(keys)
         records = []
-        starts = range(0, self.scenario.num_tasks, self.chunk_size)
-        bar = _progress(len(starts) * self.chunk_size, keys.shape[0]) if progress else None
-        for start in starts:
+        for start in range(0, self.scenario.num_tasks, self.chunk_size):
             state, record = self.run_chunk(state, start)
             records.append(jax.device_get(record))
-            if bar is not None:
-                bar.update(self.chunk_size)
-            if on_chunk is not None:
-                on_chunk(start, state, records)
-        if bar is not None:
-            bar.close()
         return self.collect(state, init_correct, records)
 
     def collect(
@@ -384,12 +384,6 @@ class Run:
             diverged_at=np.asarray(state.diverged_at),
             diagnostics=dict(stacked.diagnostics),
         )
-
-
-def _progress(total: int, seeds: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"tasks ({seeds} seeds)", unit="task", leave=False)
 
 
 def make_run(scenario: Scenario, learner: Learner, **options: Any) -> Run:
