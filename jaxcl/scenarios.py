@@ -283,3 +283,19 @@ def sequence(
         class_mask[t, np.unique(merged.train_y[rows])] = True
     names = tuple(name for name, _ in datasets)
     return _build(merged, train_rows, test_rows, class_mask, names, head)
+
+
+SCENARIOS = {"split": split, "class_pairs": class_pairs, "permuted": permuted}
+
+
+def get_scenario(name: str, data: data_lib.ArrayDataset, **kwargs) -> Scenario:
+    """Builds the single-dataset scenario ``name`` (see :data:`SCENARIOS`) from ``data``.
+
+    Dataset sequences take several datasets: use :func:`sequence` directly.
+
+    Raises:
+      ValueError: unknown ``name``; the message lists the valid names.
+    """
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; valid names: {', '.join(SCENARIOS)}")
+    return SCENARIOS[name](data, **kwargs)

@@ -87,3 +87,11 @@ def test_bad_input_is_refused_clearly():
         scenarios.from_class_groups(ds, [(0, 7)])
     with pytest.raises(ValueError, match="num_tasks must be >= 1"):
         scenarios.permuted(ds, num_tasks=0)
+
+
+def test_scenarios_by_name():
+    ds = fake_dataset(n_train=200, n_test=100, num_classes=10)
+    assert scenarios.get_scenario("class_pairs", ds).num_tasks == 45
+    assert scenarios.get_scenario("permuted", ds, num_tasks=3).num_tasks == 3
+    with pytest.raises(ValueError, match="valid names: split, class_pairs, permuted"):
+        scenarios.get_scenario("rotated", ds)

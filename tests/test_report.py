@@ -1,0 +1,75 @@
+"""Reports: atomic writes, the results.json contract, tables, and the shared CLI flags."""
+
+import argparse
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from jaxcl import cli, engine, report
+
+
+def test_atomic_write_replaces_whole_file_and_is_readable(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    report.atomic_write_text(path, "first")
+    report.atomic_write_text(path, "second")
+    assert path.read_text() == "second"
+    assert os.listdir(path.parent) == ["a.txt"]  # no temporary left behind
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "r.json"
+    report.atomic_write_text(path, "old")
+    with pytest.raises(TypeError):
+        report.atomic_write_bytes(path, "not bytes")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["r.json"]
+
+
+def fake_results(diverged_at=(-1, -1, 5)):
+    correct = np.array([[[9, 0], [4, 8]], [[10, 0], [5, 10]], [[0, 0], [0, 0]]])
+    return engine.Results(
+        correct=correct,
+        count=np.array([10, 10]),
+        init_correct=np.full((3, 2), 5),
+        train_loss=np.ones((3, 2)),
+        diverged_at=np.array(diverged_at),
+        diagnostics={},
+    )
+
+
+def test_result_row_metrics_and_diverged_seeds():
+    row = report.result_row("m", fake_results(), extra="x")
+    acc = row["metrics"]["acc"]
+    assert acc["per_seed"][:2] == pytest.approx([0.6, 0.75]) and acc["per_seed"][2] is None
+    assert acc["n_excluded"] == 1 and acc["mean"] == pytest.approx(0.675)
+    assert row["metrics"]["pooled_acc"]["per_seed"][:2] == pytest.approx([0.6, 0.75])
+    assert row["diverged_seeds"] == {2: 5} and row["extra"] == "x"
+    assert row["pooled_acc_after_task"][0] == pytest.approx([0.45, 0.6])
+
+
+def test_write_results_contract_and_table(tmp_path):
+    rows = [report.result_row("m", fake_results(diverged_at=(-1, -1, -1)))]
+    path = report.write_results(tmp_path, experiment="e", config={"seeds": 3}, rows=rows)
+    payload = json.loads(path.read_text())
+    assert payload["experiment"] == "e" and payload["config"] == {"seeds": 3}
+    assert set(payload["rows"][0]["metrics"]["acc"]) == {"mean", "ci95", "per_seed"}
+    table = report.markdown_table(rows, metrics=["acc"], paper={"m": {"acc": 0.5}})
+    assert table.splitlines()[0] == "| method | acc (%) | acc paper |"
+    assert "| 50.0 |" in table
+    with pytest.raises(ValueError, match="'method' and 'metrics'"):
+        report.write_results(tmp_path, experiment="e", config={}, rows=[{"method": "m"}])
+
+
+def test_selected_methods_and_chunk_size():
+    parser = cli.experiment_parser("d", methods=["a", "b"])
+    args = parser.parse_args(["--methods", "b"])
+    assert cli.selected_methods(args, ["a", "b"]) == ["b"]
+    with pytest.raises(ValueError, match="valid names: a, b"):
+        cli.selected_methods(parser.parse_args(["--methods", "c"]), ["a", "b"])
+    with pytest.raises(ValueError, match="--seeds must be a positive integer"):
+        cli.selected_methods(parser.parse_args(["--seeds", "0"]), ["a", "b"])
+    assert cli.chunk_size(argparse.Namespace(checkpoint_every=0), 100) == 10
+    assert cli.chunk_size(argparse.Namespace(checkpoint_every=3), 100) == 3
