@@ -33,6 +33,8 @@ class Batch(NamedTuple):
       logit_mask: ``[C]`` bool, the logits that compete on this task (see Scenario.head).
       epoch: int32 scalar, the global epoch index (``task * epochs_per_task + e``), for
         schedules indexed by epoch (e.g. SDM's linear k annealing).
+      index: int32 scalar, the batch's position in its task, ``e · batches_per_epoch + b``
+        (for schedules within a task).
     """
 
     x: jax.Array
@@ -41,6 +43,7 @@ class Batch(NamedTuple):
     task: jax.Array
     logit_mask: jax.Array
     epoch: jax.Array
+    index: jax.Array | int = 0
 
 
 class Learner(NamedTuple):
