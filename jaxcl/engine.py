@@ -125,6 +125,23 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _epochs_of_tasks(epochs_per_task: int | Sequence[int], num_tasks: int) -> np.ndarray:
+    """``[T]`` int32 epochs of each task, from one count for all or one per task."""
+    if _positive_int(epochs_per_task):
+        return np.full((num_tasks,), int(epochs_per_task), np.int32)
+    counts = list(epochs_per_task) if isinstance(epochs_per_task, Sequence) else None
+    if counts is None or len(counts) != num_tasks or not all(map(_positive_int, counts)):
+        raise ValueError(
+            f"epochs_per_task must be a positive integer or a sequence of {num_tasks} positive "
+            f"integers (one per task), got {epochs_per_task!r}"
+        )
+    return np.asarray(counts, np.int32)
+
+
 class Run:
     """A compiled continual-learning run; see :func:`make_run`."""
 
@@ -134,25 +151,33 @@ class Run:
         learner: Learner,
         *,
         batch_size: int,
-        epochs_per_task: int = 1,
+        epochs_per_task: int | Sequence[int] = 1,
         eval_batch_size: int = 1000,
         eval_tasks: str = "all",
         chunk_size: int = 1,
+        shuffle: bool = True,
     ):
         for name, value in [
             ("batch_size", batch_size),
-            ("epochs_per_task", epochs_per_task),
             ("eval_batch_size", eval_batch_size),
             ("chunk_size", chunk_size),
         ]:
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if not _positive_int(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        epochs = _epochs_of_tasks(epochs_per_task, scenario.num_tasks)
         if eval_tasks not in EVAL_TASKS:
             raise ValueError(f"eval_tasks must be one of {EVAL_TASKS}, got {eval_tasks!r}")
         self.scenario = scenario
         self.learner = learner
         self.batch_size = int(batch_size)
-        self.epochs_per_task = int(epochs_per_task)
+        # As given (an int, or one count per task), e.g. for checkpoint fingerprints.
+        self.epochs_per_task = (
+            int(epochs_per_task) if _positive_int(epochs_per_task) else tuple(epochs.tolist())
+        )
+        self.shuffle = bool(shuffle)
+        # The epoch scan runs max(epochs) times; a task's epochs beyond its count are skipped.
+        self._epochs = epochs
+        self._first_epoch = np.concatenate([[0], np.cumsum(epochs)[:-1]]).astype(np.int32)
         self.eval_batch_size = int(min(eval_batch_size, scenario.test_idx.shape[1]))
         self.eval_tasks = eval_tasks
         self.chunk_size = int(min(chunk_size, scenario.num_tasks))
@@ -170,7 +195,7 @@ class Run:
     ) -> Batch:
         pos = b * self.batch_size + jnp.arange(self.batch_size)
         rows = sc.train_idx[task].at[order.at[pos].get(mode="fill", fill_value=0)].get()
-        e = epoch - task * self.epochs_per_task
+        e = epoch - self._task_epochs(task)[0]
         return Batch(
             x=sc.inputs(sc.train_x[rows], task),
             y=sc.train_y[rows],
@@ -181,15 +206,22 @@ class Run:
             index=e * self.batches_per_epoch + b,
         )
 
+    def _task_epochs(self, task: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The global index of ``task``'s first epoch and its number of epochs."""
+        return jnp.asarray(self._first_epoch)[task], jnp.asarray(self._epochs)[task]
+
     def _shuffle(self, sc: Scenario, task: jax.Array, key: jax.Array) -> jax.Array:
         # Valid positions first, in random order; padding positions last.
         length = sc.train_idx.shape[1]
+        if not self.shuffle:  # the task's stored order (train_idx keeps padding last)
+            return jnp.arange(length)
         noise = jax.random.uniform(key, (length,))
         return jnp.argsort(jnp.where(jnp.arange(length) < sc.train_count[task], noise, 2.0))
 
     def _train_task(self, state: EngineState, sc: Scenario, task: jax.Array) -> tuple:
         learner = self.learner
         num_batches = self.batches_per_epoch
+        first_epoch, num_epochs = self._task_epochs(task)
         key, k_begin, k_epochs, k_end = jax.random.split(state.key, 4)
         lstate = learner.begin_task(state.learner, task, k_begin)
 
@@ -212,12 +244,11 @@ class Run:
             step = step + active.astype(step.dtype)
             return (lstate, step, diverged_at, epoch, order, key), (loss, active)
 
-        def epoch_step(carry, xs):
+        def run_epoch(carry, e, key):
             lstate, step, diverged_at = carry
-            e, key = xs
             k_order, k_batches = jax.random.split(key)
             order = self._shuffle(sc, task, k_order)
-            epoch = task * self.epochs_per_task + e
+            epoch = first_epoch + e
             (lstate, step, diverged_at, *_), out = jax.lax.scan(
                 batch_step,
                 (lstate, step, diverged_at, epoch, order, k_batches),
@@ -225,9 +256,18 @@ class Run:
             )
             return (lstate, step, diverged_at), out
 
+        def skip_epoch(carry, e, key):  # beyond this task's epoch count
+            return carry, (jnp.zeros((num_batches,), jnp.float32), jnp.zeros((num_batches,), bool))
+
+        def epoch_step(carry, xs):
+            e, key = xs
+            # `task` and `e` are the same for every seed: a real branch under the seed vmap.
+            return jax.lax.cond(e < num_epochs, run_epoch, skip_epoch, carry, e, key)
+
+        max_epochs = int(self._epochs.max())
         epochs = (
-            jnp.arange(self.epochs_per_task, dtype=jnp.int32),
-            jax.random.split(k_epochs, self.epochs_per_task),
+            jnp.arange(max_epochs, dtype=jnp.int32),
+            jax.random.split(k_epochs, max_epochs),
         )
         (lstate, step, diverged_at), (losses, active) = jax.lax.scan(
             epoch_step, (lstate, state.step, state.diverged_at), epochs
@@ -240,6 +280,7 @@ class Run:
     def _boundary_batch(self, sc: Scenario, task: jax.Array, key: jax.Array) -> Batch:
         # Random examples of the task, without replacement unless it is too small.
         n = self.learner.boundary_examples
+        first_epoch, num_epochs = self._task_epochs(task)
         pos = self._shuffle(sc, task, key)[jnp.arange(n) % sc.train_count[task]]
         rows = sc.train_idx[task][pos]
         return Batch(
@@ -248,8 +289,8 @@ class Run:
             valid=jnp.ones((n,), bool),
             task=task,
             logit_mask=sc.logit_mask(task),
-            epoch=(task + 1) * self.epochs_per_task - 1,
-            index=self.epochs_per_task * self.batches_per_epoch - 1,
+            epoch=first_epoch + num_epochs - 1,
+            index=num_epochs * self.batches_per_epoch - 1,
         )
 
     def _evaluate(self, lstate: PyTree, sc: Scenario, wanted: jax.Array) -> jax.Array:
@@ -392,9 +433,12 @@ def make_run(scenario: Scenario, learner: Learner, **options: Any) -> Run:
     Args:
       scenario: the task stream (:mod:`jaxcl.scenarios`).
       learner: what to train (:mod:`jaxcl.learners`).
-      **options: ``batch_size`` (required), ``epochs_per_task`` (1), ``eval_batch_size``
-        (1000), ``eval_tasks`` (``"all"``, ``"seen"`` or ``"current"``), ``chunk_size``
-        (tasks per host call, 1).
+      **options: ``batch_size`` (required), ``epochs_per_task`` (1; an int for every
+        task, or one count per task, e.g. ``(4, 1)`` for CLASSP's MNIST → Fashion-MNIST),
+        ``eval_batch_size`` (1000), ``eval_tasks`` (``"all"``, ``"seen"`` or
+        ``"current"``), ``chunk_size`` (tasks per host call, 1), ``shuffle`` (True: a new
+        random order every epoch; False: every epoch in the task's stored order, as the
+        CLASSP authors trained).
 
     Returns:
       A :class:`Run`; ``run(seed_keys(range(5)))`` gives :class:`Results` for 5 seeds.

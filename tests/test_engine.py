@@ -214,3 +214,65 @@ def test_batches_carry_the_global_epoch_index():
         state, _ = run.run_chunk(state, start)
     counts = np.asarray(sc.train_count)
     np.testing.assert_array_equal(state.learner[0], np.repeat(counts, 3))
+
+
+def _epoch_counting_learner(num_epochs):
+    """State: valid examples seen per global epoch index, and the steps per task."""
+
+    def update(state, batch, key):
+        seen, per_task = state
+        n = batch.valid.sum()
+        return (seen.at[batch.epoch].add(n), per_task.at[batch.task].add(1)), jnp.float32(0.0)
+
+    return learners.Learner(
+        init=lambda key: (jnp.zeros((num_epochs,), jnp.int32), jnp.zeros((2,), jnp.int32)),
+        update=update,
+        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
+    )
+
+
+def test_per_task_epochs_skip_the_extra_epochs_and_number_epochs_globally():
+    sc = blob_scenario()  # 2 tasks of 100 examples
+    run = engine.make_run(sc, _epoch_counting_learner(5), batch_size=16, epochs_per_task=(1, 4))
+    state, _ = run.init(engine.seed_keys([0, 1]))
+    for start in range(2):
+        state, _ = run.run_chunk(state, start)
+    seen, steps = state.learner
+    np.testing.assert_array_equal(seen, np.full((2, 5), 100))  # epoch 0 (task 0), 1..4 (task 1)
+    np.testing.assert_array_equal(steps, [[7, 28], [7, 28]])  # ceil(100/16) per epoch
+    np.testing.assert_array_equal(state.step, [35, 35])
+    assert run.epochs_per_task == (1, 4)
+
+
+def test_uniform_per_task_epochs_equal_the_integer_option():
+    keys = engine.seed_keys([0])
+    a = engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=10, epochs_per_task=2)
+    b = engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=10, epochs_per_task=(2, 2))
+    np.testing.assert_array_equal(a(keys).correct, b(keys).correct)
+
+
+@pytest.mark.parametrize("value", [(1,), (1, 0), (1, 2, 3), "12", (1.0, 2)])
+def test_bad_per_task_epochs_are_refused(value):
+    with pytest.raises(ValueError, match="sequence of 2 positive integers"):
+        engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=8, epochs_per_task=value)
+
+
+def test_without_shuffling_every_epoch_follows_the_stored_order():
+    ds = id_dataset()
+    sc = scenarios.split(ds, classes_per_task=4)  # one task: rows 0..22 in order
+
+    def update(state, batch, key):
+        log, n = state
+        rows = jnp.where(batch.valid, batch.x[:, 0].astype(jnp.int32), -1)
+        return (jax.lax.dynamic_update_slice(log, rows, (n,)), n + rows.shape[0]), jnp.float32(0)
+
+    learner = learners.Learner(
+        init=lambda key: (jnp.full((2 * 24,), -2, jnp.int32), jnp.int32(0)),
+        update=update,
+        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
+    )
+    run = engine.make_run(sc, learner, batch_size=8, epochs_per_task=2, shuffle=False)
+    state, _ = run.init(engine.seed_keys([0, 1]))
+    state, _ = run.run_chunk(state, 0)
+    epoch = np.concatenate([np.arange(23), [-1]])  # 3 batches of 8, the last one padded
+    np.testing.assert_array_equal(state.learner[0], np.tile(np.tile(epoch, 2), (2, 1)))
