@@ -71,9 +71,18 @@ def chunk_size(args: argparse.Namespace, num_tasks: int) -> int:
 
 
 def run_method(
-    run: Run, args: argparse.Namespace, method: str, config: Mapping[str, Any] | Any
+    run: Run,
+    args: argparse.Namespace,
+    method: str,
+    config: Mapping[str, Any] | Any,
+    *,
+    final_diagnostics: execution.FinalDiagnostics | None = None,
 ) -> Results:
-    """Runs seeds ``0..--seeds−1`` of one method, checkpointed under ``--out``."""
+    """Runs seeds ``0..--seeds−1`` of one method, checkpointed under ``--out``.
+
+    ``final_diagnostics`` measures the trained learners (see
+    :func:`jaxcl.execution.run_seeds`).
+    """
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
     checkpoint_dir = None if args.no_checkpoint else Path(args.out) / "checkpoints" / method
@@ -84,6 +93,7 @@ def run_method(
         fingerprint={"method": method, "quick": args.quick, **dict(config)},
         seed_chunk_size=args.seed_chunk or None,
         progress=sys.stderr.isatty(),
+        final_diagnostics=final_diagnostics,
     )
 
 

@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,10 @@ import jax
 import numpy as np
 
 from jaxcl.checkpoint import Checkpointer
-from jaxcl.engine import Results, Run, TaskRecord, seed_keys
+from jaxcl.engine import EngineState, Results, Run, TaskRecord, seed_keys
 
+# The trained learners of a seed group (leading seed axis) -> {name: [S, ...] array}.
+FinalDiagnostics = Callable[[EngineState], Mapping[str, Any]]
 _MEMORY_FRACTION = 0.5  # of the free memory one seed group may plan to use
 
 
@@ -119,6 +121,7 @@ def _run_group(
     fingerprint: Mapping[str, Any],
     caught: list[str],
     progress: Any,
+    final_diagnostics: FinalDiagnostics | None,
 ) -> Results:
     keys = _padded_keys(seeds)
     done_file = directory / "results.npz" if directory else None
@@ -162,6 +165,9 @@ def _run_group(
                 f"{seeds[0]}..{seeds[-1]}{where}. Run the same command again to resume."
             )
     results = run.collect(state, init_correct, [records])
+    if final_diagnostics is not None:
+        final = jax.device_get(dict(final_diagnostics(state)))
+        results = results._replace(diagnostics={**results.diagnostics, **final})
     results = _first_seeds(results, len(seeds))  # drop the device padding
     if checkpointer is not None:
         _save_results(done_file, results)
@@ -217,6 +223,7 @@ def run_seeds(
     fingerprint: Mapping[str, Any] | None = None,
     seed_chunk_size: int | None = None,
     progress: bool = False,
+    final_diagnostics: FinalDiagnostics | None = None,
 ) -> Results:
     """Runs ``seeds`` through ``run``, resumably; see the module docstring.
 
@@ -227,6 +234,11 @@ def run_seeds(
       fingerprint: the run's configuration; resuming with a different one is refused.
       seed_chunk_size: seeds per group; None derives it from the compiled program's memory.
       progress: show a progress bar (tasks x seeds).
+      final_diagnostics: measures the trained learners: called once per seed group with
+        the group's final :class:`~jaxcl.engine.EngineState` (leading seed axis), it
+        returns ``{name: [S, ...] array}``, merged into ``Results.diagnostics`` (names
+        must differ from the learner's) and saved with the results, so a finished group
+        that is not run again still has them (e.g. an evaluation the engine does not do).
 
     Returns:
       :class:`Results` for ``seeds``, in order.
@@ -261,7 +273,9 @@ def run_seeds(
             directory = None
             if checkpoint_dir is not None:
                 directory = Path(checkpoint_dir) / f"seeds_{group[0]}-{group[-1]}"
-            parts.append(_run_group(run, group, directory, fingerprint, caught, bar))
+            parts.append(
+                _run_group(run, group, directory, fingerprint, caught, bar, final_diagnostics)
+            )
     if bar is not None:
         bar.close()
     return concat_results(parts)

@@ -161,3 +161,20 @@ def test_divergence_in_one_seed_leaves_the_others_untouched(reference):
     assert row["metrics"]["acc"]["per_seed"][1] is None
     table = report.markdown_table([row], metrics=["acc"])
     assert "(1 diverged)" in table
+
+
+def test_final_diagnostics_are_saved_with_the_results_and_reused(tmp_path):
+    run = _resumable_job.build()
+    calls = []
+
+    def final(state):  # per seed: the number of training steps taken
+        calls.append(state.step.shape)
+        return {"final_steps": state.step}
+
+    kwargs = dict(checkpoint_dir=tmp_path, fingerprint={"job": "final"}, seed_chunk_size=2)
+    first = execution.run_seeds(run, [0, 1, 2], final_diagnostics=final, **kwargs)
+    again = execution.run_seeds(run, [0, 1, 2], final_diagnostics=final, **kwargs)
+    assert calls == [(2,), (1,)]  # once per seed group; finished groups are not rerun
+    steps = 8 * 25  # 8 tasks of 400 examples in batches of 16
+    np.testing.assert_array_equal(first.diagnostics["final_steps"], [steps] * 3)
+    np.testing.assert_array_equal(again.diagnostics["final_steps"], [steps] * 3)
