@@ -212,3 +212,14 @@ def test_summarize_and_summary_table():
     assert "n_excluded" not in table["bwt"]
     assert all(type(v) is float for v in (table["bwt"]["mean"], table["bwt"]["ci95"]))
     assert metrics.summary_table({"acc": [0.5]})["acc"]["ci95"] is None
+
+
+def test_difference_ci95_is_welchs_interval():
+    a, b = np.array([1.0, 2.0, 3.0, np.nan]), np.array([0.0, 0.5, 1.0])
+    diff, half = metrics.difference_ci95(a, b)  # NaN seeds are dropped
+    va, vb = 1.0 / 3, 0.25 / 3
+    dof = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)  # 2.94 -> 2
+    assert diff == 1.5 and int(dof) == 2
+    np.testing.assert_allclose(half, metrics.t_quantile_975(2) * np.sqrt(va + vb))
+    assert np.isnan(metrics.difference_ci95([1.0], b)[1])
+    assert metrics.difference_ci95([1.0, 1.0], [0.0, 0.0]) == (1.0, 0.0)
