@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -68,6 +69,15 @@ def _check_k(k: Any, width: int, axis: int) -> int:
     return k
 
 
+def _is_int_array(k: Any) -> bool:
+    """True for an integer array scalar (possibly traced): a k that varies at run time."""
+    return (
+        isinstance(k, (jax.Array, np.ndarray))
+        and k.ndim == 0
+        and jnp.issubdtype(k.dtype, jnp.integer)
+    )
+
+
 def _check_variant(variant: str) -> None:
     if variant not in HARD_ASH_VARIANTS:
         raise ValueError(f"variant={variant!r} is not one of {HARD_ASH_VARIANTS}.")
@@ -79,14 +89,19 @@ def _check_variant(variant: str) -> None:
 def kth_largest(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
     """The k-th largest value of ``x`` along ``axis``, with ``axis`` kept as size 1.
 
-    Uses ``jax.lax.top_k`` (never a full sort). For ``k > (width + 1) / 2`` it takes the
-    ``(width - k + 1)``-th smallest instead, which is the same value and a smaller top-k.
-    Gradients flow to exactly one entry holding that value (with ties, which one is an
-    implementation detail).
+    With a static int ``k`` it uses ``jax.lax.top_k`` (never a full sort). For
+    ``k > (width + 1) / 2`` it takes the ``(width - k + 1)``-th smallest instead, which is
+    the same value and a smaller top-k. Gradients flow to exactly one entry holding that
+    value (with ties, which one is an implementation detail).
+
+    ``k`` may also be an integer *array* scalar (e.g. traced from an epoch schedule such
+    as :func:`jaxcl.schedules.linear_k`); then a full sort is used (about 5x slower at
+    width 1000, so guard it with ``lax.cond`` once k is constant) and k is clipped to
+    ``[1, width]``, since a traced value cannot be checked.
 
     Args:
       x: array of any shape with at least one axis.
-      k: static int, ``1 <= k <= x.shape[axis]``.
+      k: static int, ``1 <= k <= x.shape[axis]``, or an integer array scalar.
       axis: the axis to rank along.
 
     Returns:
@@ -95,6 +110,10 @@ def kth_largest(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
     x = jnp.asarray(x)
     axis = _check_axis(x, axis)
     width = x.shape[axis]
+    if _is_int_array(k):
+        descending = -jnp.sort(-x, axis=axis)
+        index = jnp.clip(jnp.asarray(k, jnp.int32), 1, width) - 1
+        return jax.lax.dynamic_slice_in_dim(descending, index, 1, axis=axis)
     k = _check_k(k, width, axis)
     m = width - k + 1
     if m < k:
@@ -233,7 +252,8 @@ def topk_subtract(
 
     Args:
       x: pre-activations; ranks along ``axis``.
-      k: static int, ``1 <= k <= x.shape[axis]`` (the value subtracted is the k-th largest).
+      k: static int, ``1 <= k <= x.shape[axis]`` (the value subtracted is the k-th largest),
+        or an integer array scalar (see :func:`kth_largest`).
       axis: the unit axis.
       stop_gradient: detach v (SDM) or let gradients flow through it (Hard ASH).
       relu_first: apply ReLU before ranking and subtracting (SDM).
@@ -287,7 +307,8 @@ def topk_mask(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
 
     Args:
       x: pre-activations; ranks along ``axis``.
-      k: static int, ``1 <= k <= x.shape[axis]``.
+      k: static int, ``1 <= k <= x.shape[axis]``, or an integer array scalar (see
+        :func:`kth_largest`).
       axis: the unit axis.
 
     Returns:

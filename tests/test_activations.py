@@ -116,6 +116,15 @@ def test_kth_largest_both_paths():
         np.testing.assert_array_equal(_np(g), np.eye(5)[index])
 
 
+def test_kth_largest_with_a_traced_k_equals_the_static_path_and_clips():
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 7))
+    traced = jax.jit(jax.vmap(lambda k: act.kth_largest(x, k=k)))(jnp.arange(0, 9))
+    for k in range(0, 9):  # 0 and 8 lie outside [1, 7]: clipped, as a traced k can't be checked
+        np.testing.assert_array_equal(traced[k], act.kth_largest(x, k=min(max(k, 1), 7)))
+    mask = jax.jit(lambda k: act.topk_mask(x, k=k))(jnp.int32(3))
+    np.testing.assert_array_equal(mask, act.topk_mask(x, k=3))
+
+
 def test_topk_subtract_hand_computed():
     r = np.array([1.0, 0.0, -1.0, 1.0, 0.5], np.float32)
     x4 = np.array([-1.0, -2.0, -3.0, 1.0], np.float32)  # k = 3: v = −2, or 0 after ReLU

@@ -1,0 +1,70 @@
+"""SDM's k schedules: linear annealing (exact integers) and the GABA switch coefficient."""
+
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcl import schedules
+
+
+def authors_k(epoch, k_start, k_end, transition):
+    # Top_K.get_curr_k in exact arithmetic: int(clip(k_max − (k_max − k_min)·e / E)).
+    value = Fraction(k_start) - Fraction(k_start - k_end) * epoch / transition
+    return int(min(k_start, max(value, k_end)))
+
+
+@pytest.mark.parametrize("k_start,k_end,transition", [(1000, 10, 200), (1000, 1, 7), (64, 4, 3)])
+def test_linear_k_matches_the_authors_formula_exactly(k_start, k_end, transition):
+    epochs = jnp.arange(0, 3 * transition + 2)
+    got = jax.jit(
+        jax.vmap(
+            lambda e: schedules.linear_k(
+                e, k_start=k_start, k_end=k_end, transition_epochs=transition
+            )
+        )
+    )(epochs)
+    want = [authors_k(int(e), k_start, k_end, transition) for e in epochs]
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == jnp.int32
+
+
+def test_linear_k_hand_values():
+    k = lambda e: int(schedules.linear_k(e, k_start=1000, k_end=10, transition_epochs=200))  # noqa: E731
+    assert [k(0), k(1), k(100), k(199), k(200), k(5000), k(-3)] == [
+        1000,
+        995,
+        505,
+        14,
+        10,
+        10,
+        1000,
+    ]
+
+
+def test_gaba_coefficient_moves_from_excitation_to_inhibition():
+    counts = jnp.array([0, 25, 50, 75, 100, 10**9])
+    r = schedules.gaba_coefficient(counts, threshold=100)
+    np.testing.assert_allclose(r, [-1.0, -0.5, 0.0, 0.5, 1.0, 1.0])
+    # Monotone in the count, so a count that only grows only moves towards inhibition.
+    grid = schedules.gaba_coefficient(jnp.arange(0, 300), threshold=200.0)
+    assert bool(jnp.all(jnp.diff(grid) >= 0)) and float(grid[0]) == -1.0
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
+def test_bad_gaba_threshold_refused(bad):
+    with pytest.raises(ValueError, match=r"gaba_threshold .* must be > 0, got T="):
+        schedules.gaba_coefficient(jnp.zeros(3), threshold=bad)
+
+
+def test_bad_linear_schedule_refused():
+    with pytest.raises(ValueError, match="k_end must be >= 1, got k_end=0"):
+        schedules.linear_k(0, k_start=10, k_end=0, transition_epochs=5)
+    with pytest.raises(ValueError, match="k_start must be >= 5, got k_start=4"):
+        schedules.linear_k(0, k_start=4, k_end=5, transition_epochs=5)
+    with pytest.raises(ValueError, match="transition_epochs must be >= 1"):
+        schedules.linear_k(0, k_start=10, k_end=2, transition_epochs=0)
+    with pytest.raises(TypeError, match="k_end must be a Python int"):
+        schedules.linear_k(0, k_start=10, k_end=2.5, transition_epochs=3)
