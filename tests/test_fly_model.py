@@ -1,0 +1,126 @@
+"""FlyModel: the notebook's Kenyon-cell code, one-pass associative learning, seen classes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcl import data, engine, learners, scenarios
+from jaxcl.models.fly import fly_model, kenyon_cells, kept_cells, random_projection
+
+
+def notebook_kc(p, R, thresh=0.0):
+    """``get_KC`` of FlyModel/TestingFlyModel.ipynb, in numpy (R: [n_kc, n_orn])."""
+    kc = R @ p
+    kc[kc <= thresh] = 0
+    kc[kc < np.quantile(kc, 0.99)] = 0
+    return kc / np.max(kc)
+
+
+@pytest.mark.parametrize("n,kept", [(10000, 100), (1000, 10), (100, 1), (101, 2)])
+def test_kept_cells_matches_numpy_quantile(n, kept):
+    assert kept_cells(n) == kept
+    values = np.random.default_rng(n).permutation(n).astype(float)  # distinct values
+    assert (values >= np.quantile(values, 0.99)).sum() == kept
+
+
+@pytest.mark.parametrize("num_cells", [1000, 300])
+def test_kenyon_cells_match_the_notebook(num_cells):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(6, 40)).astype(np.float32)
+    x[:, :5] = 255  # ties, as saturated MNIST pixels give
+    R = np.asarray(
+        random_projection(jax.random.PRNGKey(1), input_dim=40, num_cells=num_cells, n_response=8)
+    )
+    got = np.asarray(kenyon_cells(jnp.asarray(x), jnp.asarray(R)))
+    for i in range(6):
+        p = (x[i] - x[i].min()) / (x[i].max() - x[i].min())  # sklearn minmax_scale(axis=1)
+        np.testing.assert_allclose(
+            got[i], notebook_kc(p.astype(np.float64), R.T.astype(np.float64)), atol=1e-6
+        )
+
+
+def test_random_projection_has_n_response_distinct_inputs_per_cell():
+    R = random_projection(jax.random.PRNGKey(0), input_dim=30, num_cells=50, n_response=7)
+    assert R.shape == (30, 50)
+    np.testing.assert_array_equal(R.sum(0), 7)
+    assert set(np.unique(np.asarray(R))) == {0.0, 1.0}
+
+
+def make_batch(x, y, valid=None):
+    n = x.shape[0]
+    return learners.Batch(
+        x=jnp.asarray(x),
+        y=jnp.asarray(y, jnp.int32),
+        valid=jnp.ones((n,), bool) if valid is None else jnp.asarray(valid),
+        task=jnp.int32(0),
+        logit_mask=jnp.ones((4,), bool),
+        epoch=jnp.int32(0),
+    )
+
+
+def test_one_pass_update_is_the_clipped_class_sum_in_any_batching():
+    rng = np.random.default_rng(1)
+    x = rng.random((12, 20)).astype(np.float32)
+    y = np.array([0, 1] * 6)
+    learner = fly_model(input_dim=20, num_classes=4, num_cells=200, n_response=5, learning_rate=2.0)
+    state = jax.jit(learner.init)(jax.random.PRNGKey(0))
+    update = jax.jit(learner.update)
+    whole, _ = update(state, make_batch(x, y), None)
+    halves = state
+    for part in (slice(0, 5), slice(5, 12)):
+        halves, _ = update(halves, make_batch(x[part], y[part]), None)
+    np.testing.assert_allclose(whole.weights, halves.weights, atol=1e-6)
+    kc = np.asarray(kenyon_cells(jnp.asarray(x), state.projection))
+    want = np.minimum(2.0 * np.stack([kc[y == c].sum(0) for c in range(2)]), 1.0)
+    np.testing.assert_allclose(whole.weights[:2], want, atol=1e-6)
+    np.testing.assert_array_equal(whole.weights[2:], 0.0)
+    assert whole.weights.max() == 1.0  # the clip is active
+    np.testing.assert_array_equal(whole.seen, [True, True, False, False])
+
+
+def test_padding_rows_are_ignored_and_unseen_classes_never_predicted():
+    rng = np.random.default_rng(2)
+    x = rng.random((4, 20)).astype(np.float32)
+    learner = fly_model(input_dim=20, num_classes=4, num_cells=100, n_response=5)
+    state = jax.jit(learner.init)(jax.random.PRNGKey(0))
+    state, loss = learner.update(
+        state, make_batch(x, [2, 2, 3, 1], [True, True, True, False]), None
+    )
+    assert float(loss) == 0.0
+    np.testing.assert_array_equal(state.seen, [False, False, True, True])
+    pred = np.asarray(jnp.argmax(learner.predict(state, jnp.asarray(x), 0), -1))
+    assert set(pred) <= {2, 3}
+
+
+def test_runs_in_the_engine_vmapped_over_seeds():
+    rng = np.random.default_rng(3)
+    centers = rng.random((4, 30)) * 3
+    y = np.arange(200) % 4
+    x = (centers[y] + rng.random((200, 30))).astype(np.float32)
+    ds = data.ArrayDataset(x[:160], y[:160].astype(np.int32), x[160:], y[160:].astype(np.int32), 4)
+    sc = scenarios.split(ds, classes_per_task=2)
+    learner = fly_model(
+        input_dim=30, num_classes=4, num_cells=400, n_response=6, learning_rate=0.05
+    )
+    results = engine.make_run(sc, learner, batch_size=32, eval_tasks="all")(
+        engine.seed_keys([0, 1])
+    )
+    assert results.accuracy.shape == (2, 2, 2)
+    assert (results.accuracy[:, 0, 1] == 0).all()  # task 2's classes are not seen yet
+    assert (results.accuracy[:, -1].mean(-1) > 0.5).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(n_response=0), r"n_response=0 must lie in \[1, input_dim=20\]"),
+        (dict(n_response=21), r"n_response=21 must lie in"),
+        (dict(n_response=5, learning_rate=0.0), "learning_rate must be > 0"),
+        (dict(n_response=5, quantile=1.0), r"quantile must lie in \(0, 1\)"),
+        (dict(n_response=5, num_cells=0), "num_cells must be >= 1"),
+    ],
+)
+def test_bad_input_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fly_model(input_dim=20, num_classes=4, **kwargs)
