@@ -1,0 +1,61 @@
+"""The SDM experiment: protocol scaling, and the quick run end to end on real MNIST."""
+
+import json
+import os
+
+import pytest
+
+from experiments import sdm
+
+
+def test_the_paper_protocol_is_recovered_at_500_epochs():
+    config = sdm.config_for(
+        "sdmlp_k1", dataset="mnist", epochs_per_task=500, pixel_scale="raw", quick=False
+    )
+    assert config.effective_learning_rate == pytest.approx(0.05)
+    # The authors' T = 5M counted 12,665 training + 2,115 validation images per epoch.
+    assert config.gaba_threshold(12665) == pytest.approx(5e6 * 12665 / (12665 + 2115))
+    topk = sdm.config_for(
+        "topk", dataset="mnist", epochs_per_task=500, pixel_scale="raw", quick=False
+    )
+    assert topk.transition_epochs == 200 and topk.hidden_bias and not topk.normalize
+    short = sdm.config_for(
+        "opt_adam", dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=False
+    )
+    assert short.effective_learning_rate == 1e-3  # adaptive optimizers keep the paper's lr
+    fly = sdm.config_for(
+        "fly_10k", dataset="fashion_mnist", epochs_per_task=10, pixel_scale="raw", quick=False
+    )
+    assert fly.n_response == 64 and fly.width == 10000
+
+
+@pytest.mark.skipif(not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST")
+def test_quick_run_writes_the_contract_files(tmp_path):
+    rows = sdm.main(
+        [
+            "--quick",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-checkpoint",
+            "--methods",
+            "sdmlp+ewc",
+        ]
+    )
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["experiment"] == "sdm" and [r["method"] for r in payload["rows"]] == [
+        "sdmlp+ewc"
+    ]
+    metrics = payload["rows"][0]["metrics"]
+    for name in ("pooled_acc", "acc", "dead", "switched"):
+        assert len(metrics[name]["per_seed"]) == 2 and 0.0 <= metrics[name]["mean"] <= 1.0
+    assert rows[0]["diverged_seeds"] == {}
+    table = (tmp_path / "table.md").read_text()
+    assert "| sdmlp+ewc |" in table and "83.0" in table  # the paper's number beside ours
+    assert (tmp_path / "accuracy_after_each_task.png").stat().st_size > 0
+
+
+def test_unknown_method_lists_valid_names(tmp_path):
+    with pytest.raises(ValueError, match="valid names: sdmlp_k1, sdmlp_k10"):
+        sdm.main(["--quick", "--out", str(tmp_path), "--methods", "sdmlp_k3"])
