@@ -1,0 +1,70 @@
+"""Sparse weight masks and dynamic sparse training (DST) for continual learning.
+
+Densities (``erk_densities``, ``uniform_densities``, exact ``layer_counts``), masks as
+pytrees of boolean arrays (``random_masks``, ``apply_masks``, ``top_k_mask``), the
+topology update (``prune_and_regrow`` with ``growth_scores`` of the four criteria), the
+death-rate schedule, and the per-task parameter-isolation learner ``dst``.
+
+Reference: Yildirim et al., `Continual Learning with Dynamic Sparse Training
+<https://arxiv.org/abs/2308.14831>`_, CPAL 2024 (jaxcl ``reference/algorithms.md`` §3).
+"""
+
+from jaxcl.sparse._densities import INITS as INITS
+from jaxcl.sparse._densities import densities as densities
+from jaxcl.sparse._densities import erk_densities as erk_densities
+from jaxcl.sparse._densities import layer_counts as layer_counts
+from jaxcl.sparse._densities import uniform_densities as uniform_densities
+from jaxcl.sparse._evaluation import EVALUATIONS as EVALUATIONS
+from jaxcl.sparse._evaluation import authors_fwt as authors_fwt
+from jaxcl.sparse._evaluation import label_shift_maps as label_shift_maps
+from jaxcl.sparse._learner import DSTConfig as DSTConfig
+from jaxcl.sparse._learner import DSTState as DSTState
+from jaxcl.sparse._learner import adaptive_growth as adaptive_growth
+from jaxcl.sparse._learner import dst as dst
+from jaxcl.sparse._learner import growth_schedule as growth_schedule
+from jaxcl.sparse._learner import sparsity_config as sparsity_config
+from jaxcl.sparse._learner import task_steps as task_steps
+from jaxcl.sparse._masks import apply_masks as apply_masks
+from jaxcl.sparse._masks import check_masks as check_masks
+from jaxcl.sparse._masks import leaf_shapes as leaf_shapes
+from jaxcl.sparse._masks import mask_counts as mask_counts
+from jaxcl.sparse._masks import random_masks as random_masks
+from jaxcl.sparse._masks import top_k_mask as top_k_mask
+from jaxcl.sparse._prune_grow import GROWTH as GROWTH
+from jaxcl.sparse._prune_grow import TopologyUpdate as TopologyUpdate
+from jaxcl.sparse._prune_grow import growth_scores as growth_scores
+from jaxcl.sparse._prune_grow import magnitude_prune as magnitude_prune
+from jaxcl.sparse._prune_grow import prune_and_regrow as prune_and_regrow
+from jaxcl.sparse._prune_grow import regrow as regrow
+from jaxcl.sparse._schedules import cosine_death_rate as cosine_death_rate
+
+__all__ = [
+    "EVALUATIONS",
+    "GROWTH",
+    "INITS",
+    "DSTConfig",
+    "DSTState",
+    "TopologyUpdate",
+    "adaptive_growth",
+    "apply_masks",
+    "authors_fwt",
+    "check_masks",
+    "cosine_death_rate",
+    "densities",
+    "dst",
+    "erk_densities",
+    "growth_schedule",
+    "growth_scores",
+    "label_shift_maps",
+    "layer_counts",
+    "leaf_shapes",
+    "magnitude_prune",
+    "mask_counts",
+    "prune_and_regrow",
+    "random_masks",
+    "regrow",
+    "sparsity_config",
+    "task_steps",
+    "top_k_mask",
+    "uniform_densities",
+]

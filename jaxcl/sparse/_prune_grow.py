@@ -1,0 +1,158 @@
+r"""Topology update of dynamic sparse training: magnitude pruning, then regrowth.
+
+Per layer l with :math:`n_l` kept weights and prune fraction r, exactly
+:math:`k_l = \lceil r\, n_l \rceil` weights of smallest magnitude leave the mask and
+exactly :math:`k_l` positions outside the pruned mask enter it, chosen by a growth
+criterion's scores. Densities are therefore unchanged by every update. All functions are
+pure, traceable and work on pytrees of masks, weights and scores with the parameters'
+structure; counts may be traced.
+
+References:
+  Mocanu et al. 2018 (SET), Evci et al. 2020 (RigL), Dettmers & Zettlemoyer 2019 (sparse
+  momentum); Yildirim et al., `Continual Learning with Dynamic Sparse Training
+  <https://arxiv.org/abs/2308.14831>`_, CPAL 2024 (``core.py`` ``truncate_weights``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxcl.sparse._masks import check_masks, top_k_mask, uniform_like
+
+PyTree = Any
+GROWTH = ("random", "unfired", "gradient", "momentum")
+
+
+def check_growth(name: str) -> int:
+    """Index of growth criterion ``name`` in :data:`GROWTH`; ValueError if unknown."""
+    if name not in GROWTH:
+        raise ValueError(f"growth must be one of {GROWTH}, got {name!r}")
+    return GROWTH.index(name)
+
+
+def magnitude_prune(
+    weights: jax.Array, mask: jax.Array, num_remove: jax.typing.ArrayLike, *, k_max: int
+) -> jax.Array:
+    """Removes the ``num_remove`` kept weights of smallest ``|w|`` from ``mask``.
+
+    Ties go to the lower flat index, so exactly ``min(num_remove, k_max)`` leave (given
+    ``num_remove`` ≤ the number of kept weights).
+    """
+    scores = jnp.where(mask, -jnp.abs(weights), -jnp.inf)
+    return mask & ~top_k_mask(scores, num_remove, k_max=k_max)
+
+
+def regrow(
+    mask: jax.Array, scores: jax.Array, num_grow: jax.typing.ArrayLike, *, k_max: int
+) -> jax.Array:
+    """Adds the ``num_grow`` positions outside ``mask`` with the highest ``scores``."""
+    return mask | top_k_mask(jnp.where(mask, -jnp.inf, scores), num_grow, k_max=k_max)
+
+
+def growth_scores(
+    criterion: str | jax.typing.ArrayLike,
+    key: jax.Array,
+    *,
+    grads: PyTree,
+    momentum: PyTree,
+    fired: PyTree,
+    frozen: PyTree,
+) -> PyTree:
+    """Regrowth scores per weight (higher grows first) of one of the :data:`GROWTH` criteria.
+
+    * ``random``: uniform noise, i.e. a uniformly random choice among the candidates.
+    * ``unfired``: noise + 1 where the position was never in the mask during the current
+      task (``fired`` false), so unfired positions go first, at random, then the rest.
+    * ``gradient``: ``|∂L/∂w|`` of the current batch (RigL).
+    * ``momentum``: ``|momentum|``, e.g. Adam's normalised first moment
+      ``m / (√v + 1e-8)`` (sparse momentum).
+
+    Frozen weights (earlier tasks) get a zero gradient and momentum score, as their
+    gradients are zeroed in the authors' code; they stay candidates, ranked last.
+
+    Args:
+      criterion: a name of :data:`GROWTH`, or its index as an int (possibly traced, e.g.
+        a per-task schedule); all four are compiled then and selected by ``lax.switch``.
+      key: PRNG key for the random criteria.
+      grads: dense gradient w.r.t. the (masked) weights.
+      momentum: per-weight momentum, same structure.
+      fired: bool, positions in the mask at any time during the task.
+      frozen: bool, weights of earlier tasks.
+
+    Returns:
+      Float pytree of scores with the parameters' structure.
+    """
+    noise = uniform_like(key, grads)
+
+    def live(values):
+        return jax.tree.map(lambda v, f: jnp.where(f, 0, jnp.abs(v)), values, frozen)
+
+    branches = (
+        lambda: noise,
+        lambda: jax.tree.map(lambda n, f: n + (~f).astype(n.dtype), noise, fired),
+        lambda: live(grads),
+        lambda: live(momentum),
+    )
+    if isinstance(criterion, str):
+        return branches[check_growth(criterion)]()
+    return jax.lax.switch(criterion, branches)
+
+
+class TopologyUpdate(NamedTuple):
+    """Result of :func:`prune_and_regrow`.
+
+    Attributes:
+      masks: the new masks.
+      removed: ``[L]`` int32, weights pruned per layer (leaf order); as many were regrown.
+    """
+
+    masks: PyTree
+    removed: jax.Array
+
+
+def prune_and_regrow(
+    weights: PyTree,
+    masks: PyTree,
+    scores: PyTree,
+    death_rate: jax.typing.ArrayLike,
+    *,
+    max_death_rate: float = 0.5,
+) -> TopologyUpdate:
+    r"""Magnitude pruning of a fraction ``death_rate`` per layer, then equal regrowth.
+
+    Layer l keeps :math:`n_l` weights; :math:`k_l = \min(\lceil r n_l \rceil, K_l)` of
+    smallest ``|w|`` are pruned, with the static bound :math:`K_l = \lceil r_{\max}
+    N_l \rceil`; then the :math:`k_l` highest-``scores`` positions outside the pruned mask
+    are grown (just-pruned positions included, as in the authors' code). Per-layer counts
+    are exact: ``masks`` and the result keep the same number of weights in every layer.
+
+    Args:
+      weights: parameter pytree (the magnitudes that are pruned).
+      masks: bool pytree with the same structure and shapes.
+      scores: growth scores, same structure (see :func:`growth_scores`).
+      death_rate: float scalar r in [0, max_death_rate] (possibly traced).
+      max_death_rate: static bound r_max in [0, 1] on ``death_rate``.
+
+    Returns:
+      A :class:`TopologyUpdate`.
+    """
+    if not 0.0 <= max_death_rate <= 1.0:
+        raise ValueError(f"max_death_rate must be in [0, 1], got {max_death_rate!r}")
+    check_masks(masks, weights)
+    check_masks(scores, weights, name="scores")
+    new_masks, removed = [], []
+    for w, m, s in zip(
+        jax.tree.leaves(weights), jax.tree.leaves(masks), jax.tree.leaves(scores), strict=True
+    ):
+        k_max = math.ceil(max_death_rate * w.size)
+        kept = jnp.sum(m, dtype=jnp.int32)
+        k = jnp.minimum(jnp.ceil(death_rate * kept).astype(jnp.int32), k_max)
+        new_masks.append(regrow(magnitude_prune(w, m, k, k_max=k_max), s, k, k_max=k_max))
+        removed.append(k)
+    return TopologyUpdate(
+        jax.tree.unflatten(jax.tree.structure(weights), new_masks), jnp.stack(removed)
+    )

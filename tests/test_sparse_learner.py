@@ -1,0 +1,180 @@
+"""The DST continual learner: isolation invariants on a small engine run, topology-step
+invariants, one compile for every sparsity config, and refused hyperparameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcl import data, engine, scenarios, sparse
+from jaxcl.learners import Batch
+from jaxcl.models.cnn import CNN
+from jaxcl.optim import masked_adam
+
+FREQ = 2
+
+
+def blobs(n_per_class=24, num_classes=4, side=8):
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(num_classes, side * side)).astype(np.float32)
+
+    def split(n):
+        y = np.repeat(np.arange(num_classes), n).astype(np.int32)
+        return means[y] + 0.5 * rng.normal(size=(len(y), side * side)).astype(np.float32), y
+
+    (x, y), (xt, yt) = split(n_per_class), split(n_per_class // 2)
+    return data.ArrayDataset(x, y, xt, yt, num_classes)
+
+
+SCENARIO = scenarios.split(blobs(), classes_per_task=2, head="task")
+MODEL = CNN(num_classes=4, image_shape=(8, 8, 1), channels=(4,), hidden=(8,))
+
+
+def make_learner(**overrides):
+    kwargs = dict(
+        input_dim=64,
+        task_classes=SCENARIO.class_mask,
+        steps_per_task=sparse.task_steps(SCENARIO, batch_size=8, epochs_per_task=1),
+        density=0.5,
+        init="erk",
+        growth=("gradient", "momentum"),
+        update_frequency=FREQ,
+    )
+    return sparse.dst(MODEL, masked_adam(1e-2), **{**kwargs, **overrides})
+
+
+def copy(tree):
+    return jax.tree.map(np.array, tree)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    """The engine run and the host copies of the state after init and after each task."""
+    run = engine.make_run(SCENARIO, make_learner(), batch_size=8, chunk_size=1)
+    state, _ = run.init(engine.seed_keys([0, 1]))
+    states, correct = [copy(state)], []
+    for task in range(SCENARIO.num_tasks):
+        state, record = run.run_chunk(state, task)
+        states.append(copy(state))
+        correct.append(np.asarray(record.correct[:, 0]))
+    return run, states, np.stack(correct, axis=1)  # correct: [S, T, T]
+
+
+def _leaves(tree):
+    return jax.tree.leaves(tree)
+
+
+def test_earlier_tasks_weights_are_bit_identical_and_bwt_is_zero(stream):
+    _, states, correct = stream
+    after0, after1 = states[1].learner, states[2].learner
+    changed = 0
+    for m0, p0, p1, frozen in zip(
+        *map(_leaves, (after0.mask, after0.params, after1.params, after1.frozen)), strict=True
+    ):
+        np.testing.assert_array_equal(frozen, m0)  # task 0's mask is frozen during task 1
+        assert np.array_equal(p0[m0].view(np.uint32), p1[m0].view(np.uint32))
+        changed += int((p0[~m0] != p1[~m0]).sum())
+    assert changed > 0  # task 1 did train other weights
+    np.testing.assert_array_equal(correct[:, 1, 0], correct[:, 0, 0])  # R[1, 0] == R[0, 0]
+    assert (correct[:, 0, 0] > 0).all()
+
+
+def test_per_layer_densities_stay_exact(stream):
+    _, states, _ = stream
+    for s in states[1:]:
+        counts = s.learner.config.counts  # [S, L]
+        for task in range(int(s.learner.task[0]) + 1):
+            rows = [m[:, task] for m in _leaves(s.learner.task_masks)]
+            np.testing.assert_array_equal(_counts(rows), counts)
+        np.testing.assert_array_equal(_counts(_leaves(s.learner.mask)), counts)
+
+
+def _counts(masks):
+    """``[S, L]`` kept weights per seed and layer."""
+    return np.stack([m.reshape(m.shape[0], -1).sum(1) for m in masks], 1)
+
+
+def test_topology_step_regrows_what_it_prunes_at_zero_with_reset_moments(stream):
+    run, states, _ = stream
+    learner = run.learner
+    state = jax.tree.map(lambda x: jnp.asarray(x[0]), states[1].learner)  # seed 0, after task 0
+    state = learner.begin_task(state, jnp.int32(1), jax.random.PRNGKey(3))
+    # Moments set to one everywhere: a regrown weight must not inherit them.
+    state = state._replace(opt_state=jax.tree.map(jnp.ones_like, state.opt_state))
+    x = jnp.asarray(SCENARIO.train_x[:8])
+    batch = Batch(
+        x=x,
+        y=jnp.asarray(SCENARIO.train_y[:8]),
+        valid=jnp.ones(8, bool),
+        task=jnp.int32(1),
+        logit_mask=SCENARIO.class_mask[1],
+        epoch=jnp.int32(1),
+        index=jnp.int32(FREQ - 1),  # step FREQ: a topology update
+    )
+    new, _ = jax.jit(learner.update)(state, batch, jax.random.PRNGKey(4))
+    adam = new.opt_state[0]
+    entered_any = False
+    for old_m, new_m, frozen, p_old, p_new, mu, nu, n in zip(
+        *map(_leaves, (state.mask, new.mask, state.frozen, state.params, new.params)),
+        *map(_leaves, (adam.mu, adam.nu, adam.count)),
+        strict=True,
+    ):
+        left, entered = old_m & ~new_m, new_m & ~old_m
+        assert int(left.sum()) == int(entered.sum())  # regrown count == pruned count
+        assert int(new_m.sum()) == int(old_m.sum())
+        free = entered & ~frozen
+        entered_any |= bool(free.any())
+        assert (p_new[free] == 0).all() and (p_new[left & ~frozen] == 0).all()
+        assert (mu[entered] == 0).all() and (nu[entered] == 0).all() and (n[entered] == 0).all()
+        assert (mu[~entered & ~(old_m & ~frozen)] == 1).all()  # untouched elsewhere
+        np.testing.assert_array_equal(p_new[frozen], p_old[frozen])
+    assert entered_any
+
+
+def test_one_compile_serves_every_sparsity_config(stream):
+    run, states, _ = stream
+    shapes = sparse.leaf_shapes(states[0].learner.params)
+    shapes = [s[1:] for s in shapes]  # drop the seed axis
+    config = sparse.sparsity_config(
+        shapes, density=0.2, init="uniform", growth="unfired", num_tasks=SCENARIO.num_tasks
+    )
+    state = jax.tree.map(jnp.asarray, states[0])
+    expected = np.broadcast_to(np.asarray(config.counts), (2, len(shapes)))
+    config = jax.tree.map(lambda x: jnp.broadcast_to(x, (2, *x.shape)), config)
+    state = state._replace(learner=state.learner._replace(config=config))
+    state, _ = run.run_chunk(state, 0)  # donates its input
+    assert run.num_compiles == 1
+    np.testing.assert_array_equal(_counts(_leaves(state.learner.mask)), expected)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(density=0.0), r"density must be in \(0, 1\]"),
+        (dict(density=1.01), r"density must be in \(0, 1\]"),
+        (dict(init="xavier"), "init must be one of"),
+        (dict(growth="magic"), "growth must be one of"),
+        (dict(update_frequency=0), "update_frequency must be a positive integer, got 0"),
+        (dict(update_frequency=2.5), "update_frequency must be a positive integer"),
+        (dict(evaluation="class_il"), "evaluation must be one of"),
+        (dict(steps_per_task=0), "steps_per_task must be a positive integer"),
+        (dict(death_rate=0.001), "final_death_rate <= death_rate"),
+    ],
+)
+def test_bad_hyperparameters_are_refused(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_learner(**overrides)
+
+
+def test_momentum_growth_needs_optimizer_moments():
+    import optax
+
+    with pytest.raises(ValueError, match="'mu' and 'nu'"):
+        sparse.dst(
+            MODEL,
+            optax.sgd(0.1),
+            input_dim=64,
+            task_classes=SCENARIO.class_mask,
+            steps_per_task=4,
+            density=0.5,
+        )

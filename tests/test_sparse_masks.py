@@ -1,0 +1,58 @@
+"""Exact top-k masks, random initial masks with exact per-layer counts, mask checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcl import sparse
+
+PARAMS = {"a": jnp.zeros((4, 5)), "b": {"kernel": jnp.zeros((2, 2, 3, 4))}, "c": jnp.zeros((7,))}
+
+
+def test_top_k_mask_breaks_ties_by_lower_index():
+    mask = sparse.top_k_mask(jnp.zeros((2, 3)), 4, k_max=5)
+    np.testing.assert_array_equal(mask, [[True, True, True], [True, False, False]])
+
+
+def test_top_k_mask_traced_count_and_excluded_entries():
+    scores = jnp.array([0.3, -jnp.inf, 0.9, 0.1, -jnp.inf, 0.5])
+    pick = jax.jit(lambda k: sparse.top_k_mask(scores, k, k_max=4))
+    np.testing.assert_array_equal(pick(2), [False, False, True, False, False, True])
+    np.testing.assert_array_equal(pick(0), np.zeros(6, bool))
+    assert int(pick(4).sum()) == 4 and not bool(pick(4)[1] | pick(4)[4])
+
+
+def test_random_masks_have_exact_counts_under_jit():
+    counts = jnp.array([3, 17, 1])
+    draw = jax.jit(sparse.random_masks)
+    masks = draw(jax.random.PRNGKey(0), PARAMS, counts)
+    np.testing.assert_array_equal(sparse.mask_counts(masks), counts)
+    other = draw(jax.random.PRNGKey(1), PARAMS, counts)
+    assert not np.array_equal(masks["a"], other["a"])
+
+
+def test_bernoulli_masks_match_the_density_on_average():
+    big = {"w": jnp.zeros((200, 200))}
+    masks = sparse.random_masks(
+        jax.random.PRNGKey(0), big, None, densities=jnp.array([0.1]), bernoulli=True
+    )
+    assert abs(float(masks["w"].mean()) - 0.1) < 0.005
+    with pytest.raises(ValueError, match="densities is required"):
+        sparse.random_masks(jax.random.PRNGKey(0), big, None, bernoulli=True)
+
+
+def test_apply_masks_zeroes_masked_out_weights():
+    params = {"w": jnp.arange(1.0, 5.0)}
+    out = sparse.apply_masks(params, {"w": jnp.array([True, False, True, False])})
+    np.testing.assert_array_equal(out["w"], [1.0, 0.0, 3.0, 0.0])
+
+
+def test_masks_that_do_not_match_the_parameters_are_refused():
+    good = jax.tree.map(lambda p: jnp.ones(p.shape, bool), PARAMS)
+    sparse.check_masks(good, PARAMS)
+    bad_shape = {**good, "c": jnp.ones((6,), bool)}
+    with pytest.raises(ValueError, match=r"masks\['c'\] has shape \(6,\), but the parameter"):
+        sparse.apply_masks(PARAMS, bad_shape)
+    with pytest.raises(ValueError, match="must have the parameters' structure"):
+        sparse.apply_masks(PARAMS, {"a": good["a"]})
