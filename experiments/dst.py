@@ -47,10 +47,11 @@ Commands::
     python experiments/dst.py --quick         # seconds-long smoke run
 
 Measured (defaults, 3 seeds, 90 cells): 11.8 min wall on 2 otherwise idle CPU cores
-(T=5 108 s, T=10 186 s, T=20 410 s; 29 min when the cores were shared). ERK beats uniform at every sparsity here (+9, +13,
-+18 points at 80/90/95 %): uniform starves the 72-weight first convolution. Gradient growth
-is best at 95 % but fills the whole network by the last tasks at 80 % (used_fraction ≈ 1),
-where momentum and the adaptive schedule win. BWT is exactly 0 in every cell.
+(T=5 108 s, T=10 186 s, T=20 410 s; 29 min when the cores were shared). ERK beats uniform
+at every sparsity here (+9, +13, +18 points at 80/90/95 %): uniform starves the 72-weight
+first convolution. Gradient growth is best at 95 % but fills the whole network by the last
+tasks at 80 % (used_fraction ≈ 1), where momentum and the adaptive schedule win.
+BWT is exactly 0 in every cell.
 """
 
 from __future__ import annotations

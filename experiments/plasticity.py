@@ -32,6 +32,14 @@ form g = (1 − α) g₁ + α ∇L(w + r g₁/‖g₁‖) with the raw g₁ (Zha
 ``--gnp-normalize-first`` mixes the normalised g₁ as their code does), plain SGD without
 momentum or weight decay as every base, permutations drawn from ``--perm-seed`` 0 and
 shared by all run seeds, seeds ``PRNGKey(0..S−1)``.
+
+Measured (defaults with ``--timing``, 10 seeds, 2 idle CPU cores): 22.5 min wall. Permuted
+MNIST: SAM and GNP are significantly *worse* than SGD at both learning rates (plasticity
+loss +1.7/+3.7 points at lr 0.01, +8.6/+22.0 at 0.001), so "no benefit" holds. Class
+pairs: SAM loses significantly more plasticity than SGD, but by only +0.1 and +0.7 points;
+GNP keeps plasticity *worst*, not best (SGD best at both learning rates). One vmapped
+program for 10 seeds × 100 tasks: 68 s vs 86 s seed by seed (1.26×: on 2 CPU cores the
+step is compute-bound, vmap saves dispatch only).
 """
 
 from __future__ import annotations
@@ -248,8 +256,8 @@ def findings(per_seed: dict[str, dict[str, np.ndarray]], lrs, streams) -> list[s
         ok = _significant(d["plasticity_loss"], +1)
         lines.append(
             f"Class pairs, lr {lr:g}: SAM loses significantly more plasticity than SGD: "
-            f"{'holds' if ok else 'does NOT hold'} (Δ = {100 * d['plasticity_loss'][0]:+.1f} "
-            f"± {100 * d['plasticity_loss'][1]:.1f} points)."
+            f"{'holds' if ok else 'does NOT hold'} (Δ = {100 * d['plasticity_loss'][0]:+.2f} "
+            f"± {100 * d['plasticity_loss'][1]:.2f} points)."
         )
     for lr in lrs:
         losses = {
