@@ -12,14 +12,14 @@ EWC λ=200 β=0.005, MAS λ=0.5, SI λ=1500 β=0.005 (:mod:`jaxcl.regularizers`)
 (:mod:`jaxcl.models.fly`) with one pass, lr 0.005, 32 inputs per Kenyon cell (64 on
 Fashion-MNIST, as Table 8).
 
-Commands, with wall times measured on this shared 2-core CPU (other jobs running)::
+Commands, with wall times measured on 2 CPU cores, idle unless "shared" (other jobs ran)::
 
-    python experiments/sdm.py                           # Table 7 rows, 3 seeds: ~34 min
-    python experiments/sdm.py --dataset fashion_mnist   # Table 8 rows, 3 seeds: 24 min
-    python experiments/sdm.py --ablations               # optimizers + Table 2: 30 min
-    python experiments/sdm.py --methods sdmlp_10k       # 1 seed (--seeds-10k): 25 min
+    python experiments/sdm.py                           # Table 7 rows, 3 seeds: 12.6 min
+    python experiments/sdm.py --dataset fashion_mnist   # Table 8 rows, 3 seeds: 24 min shared
+    python experiments/sdm.py --ablations               # optimizers + Table 2: 18.5 min
+    python experiments/sdm.py --methods sdmlp_10k       # 1 seed (--seeds-10k): 25 min shared
     python experiments/sdm.py --epochs-per-task 500 --methods sdmlp_k1 --seeds 1
-                                                        # full protocol: 28 min per seed
+                                                        # full protocol: 28 min shared
     python experiments/sdm.py --quick                   # smoke run, ~15 s per row
 
 Re-running a command with the same ``--out`` resumes from per-task checkpoints.
@@ -49,6 +49,14 @@ with the epochs E:
 
 Dead neurons are measured by the learner's ``diagnostics`` hook on the test images, held
 as a constant of the compiled program.
+
+Measured at the default 10 epochs per task (3 seeds; pooled %, dead %): the optimizer
+ablation gives SGD 45.9 (14.3), SGD+momentum 41.2 (25.7), Adam 51.1 (13.3), RMSProp 36.5
+(25.7), masked Adam 55.6 (7.0). RMSProp is worst and momentum hurts, as in Table 2, but
+Adam beats SGD: with 50x fewer epochs a neuron's silences are 50x shorter, so stale
+moments cost little while Adam's normalisation helps the slowly moving output weights.
+SGD+momentum and RMSProp leave the most dead neurons (26 %), masked Adam the fewest
+(7 %).
 """
 
 from __future__ import annotations
