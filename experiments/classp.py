@@ -65,6 +65,13 @@ Deviations and choices (the data size, the paper-mode threshold and shuffling ar
 No numeric result of the paper could be read (algorithms.md §2(d)): the table has no
 "paper" column; the paper claims CLASSP beats AdaGrad, SGD, Adam and EWC in average
 accuracy.
+
+Measured (defaults, 5 seeds, 8 methods): 49 min wall on 2 CPU cores (~6 min per method;
+the conv layers dominate). Average test accuracy: classp_paper 83.0 ± 2.6, classp_code
+81.3 ± 4.5 (= classp_no_threshold: the code's gate is a no-op), adagrad 80.1 ± 4.9, adam
+70.4 ± 1.1, ewc 62.6 ± 3.1, sgd 58.7 ± 3.2, classp_p2 36.6 ± 18.6 (lr 0.2 is far too
+large once p = 2). CLASSP beats SGD, Adam and EWC significantly; over AdaGrad its lead
+(+1.2 code, +2.9 paper mode) is within the seed noise.
 """
 
 from __future__ import annotations
