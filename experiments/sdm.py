@@ -15,7 +15,7 @@ Fashion-MNIST, as Table 8).
 Commands, with wall times measured on 2 CPU cores, idle unless "shared" (other jobs ran)::
 
     python experiments/sdm.py                           # Table 7 rows, 3 seeds: 12.6 min
-    python experiments/sdm.py --dataset fashion_mnist   # Table 8 rows, 3 seeds: 24 min shared
+    python experiments/sdm.py --dataset fashion_mnist   # Table 8 rows, 3 seeds: 14.2 min
     python experiments/sdm.py --ablations               # optimizers + Table 2: 18.5 min
     python experiments/sdm.py --methods sdmlp_10k       # 1 seed (--seeds-10k): 25 min shared
     python experiments/sdm.py --epochs-per-task 500 --methods sdmlp_k1 --seeds 1
