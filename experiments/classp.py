@@ -96,25 +96,26 @@ PAPER_THRESHOLD = 1e-6
 EWC_LAMBDA = 5000.0
 # Hyperparameters by method: the optimizer, its arguments, and for CLASSP the element-wise
 # thresholds on MNIST and on FMNIST (the SGD phase covers all of MNIST).
+CLASSP_HPARAMS = {"learning_rate": 0.2, "power": 1.0, "eps": 1e-5}
 METHODS: dict[str, dict[str, Any]] = {
     "classp_paper": {
         "optimizer": "classp",
-        "hparams": {"learning_rate": 0.2, "power": 1.0, "eps": 1e-5, "mode": "paper"},
+        "hparams": {**CLASSP_HPARAMS, "mode": "paper"},
         "thresholds": (0.0, PAPER_THRESHOLD),
     },
     "classp_code": {
         "optimizer": "classp",
-        "hparams": {"learning_rate": 0.2, "power": 1.0, "eps": 1e-5, "mode": "code"},
+        "hparams": {**CLASSP_HPARAMS, "mode": "code"},
         "thresholds": (0.5, 0.0),
     },
     "classp_no_threshold": {
         "optimizer": "classp",
-        "hparams": {"learning_rate": 0.2, "power": 1.0, "eps": 1e-5, "mode": "paper"},
+        "hparams": {**CLASSP_HPARAMS, "mode": "paper"},
         "thresholds": (0.0, 0.0),
     },
     "classp_p2": {
         "optimizer": "classp",
-        "hparams": {"learning_rate": 0.2, "power": 2.0, "eps": 1e-5, "mode": "paper"},
+        "hparams": {**CLASSP_HPARAMS, "power": 2.0, "mode": "paper"},
         "thresholds": (0.0, 0.0),
     },
     "adagrad": {
