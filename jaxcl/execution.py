@@ -341,35 +341,40 @@ def _has_saved_work(checkpoint_dir: Path) -> bool:
     return any((g / "results.npz").exists() or saved_steps(g) for g in groups)
 
 
+def _recorded_seed_chunk(record: Path) -> int | None:
+    """The group size in ``record``, or None if absent or damaged (with a warning)."""
+    if not record.exists():
+        return None
+    try:
+        size = json.loads(record.read_text())["seed_chunk_size"]
+        if isinstance(size, int) and size >= 1:
+            return size
+        raise ValueError(f"seed_chunk_size {size!r}")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        log.warning("%s is damaged (%s); choosing the seed grouping again", record, err)
+        return None
+
+
 def _seed_chunk(
     run: Run, num_seeds: int, checkpoint_dir: Path | None, requested: int | None
 ) -> int:
     """The group size: the one recorded in ``checkpoint_dir`` while work is saved there,
     else ``requested``, else :func:`auto_seed_chunk`; recorded for the next run."""
-    record = checkpoint_dir / "grouping.json" if checkpoint_dir is not None else None
-    recorded = None
-    if record is not None and record.exists():
-        try:
-            recorded = int(json.loads(record.read_text())["seed_chunk_size"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-            log.warning("%s is damaged (%s); choosing the seed grouping again", record, err)
-    if recorded is not None and requested in (None, recorded):
-        return recorded
+    if checkpoint_dir is None:
+        return requested or auto_seed_chunk(run, num_seeds)
+    record = checkpoint_dir / "grouping.json"
+    recorded = _recorded_seed_chunk(record)
     if recorded is not None and _has_saved_work(checkpoint_dir):
-        log.warning(
-            "seed_chunk_size (--seed-chunk) %d differs from the %d seeds per group that %s "
-            "was started with; resuming with %d (results do not depend on the grouping). "
-            "Delete %s to restart with another grouping.",
-            requested,
-            recorded,
-            checkpoint_dir,
-            recorded,
-            checkpoint_dir,
-        )
+        if requested not in (None, recorded):
+            log.warning(
+                "seed_chunk_size (--seed-chunk) %d differs from the %d seeds per group that "
+                "%s was started with; resuming with %d (results do not depend on the "
+                "grouping). Delete %s to restart with another grouping.",
+                requested, recorded, checkpoint_dir, recorded, checkpoint_dir,
+            )  # fmt: skip
         return recorded
     size = requested or auto_seed_chunk(run, num_seeds)
-    if record is not None:
-        atomic_write_text(record, json.dumps({"seed_chunk_size": size}) + "\n")
+    atomic_write_text(record, json.dumps({"seed_chunk_size": size}) + "\n")
     return size
 
 
