@@ -220,7 +220,8 @@ def _deferred_signals() -> Iterator[None]:
 
 
 def _interrupted(what: str, directory: Path | None) -> Interrupted:
-    where = f"; saved in {directory}" if directory else " (no checkpoint)"
+    """The stop, ``what`` said when, ``directory`` where the work done so far is saved."""
+    where = f"; saved in {directory}" if directory else " (no checkpoint: nothing saved)"
     return Interrupted(
         f"Interrupted by {_stop.signal} {what}{where}. Run the same command again to resume."
     )
@@ -440,8 +441,8 @@ def run_seeds(
         raise ValueError("seeds is empty: give at least one seed")
     if seed_chunk_size is not None and seed_chunk_size < 1:
         raise ValueError(f"seed_chunk_size must be a positive integer, got {seed_chunk_size}")
-    if _stop.signal:
-        raise _interrupted("before this run started", None)
+    if _stop.signal:  # received during an earlier run of this process
+        raise Interrupted(f"Interrupted by {_stop.signal} before this run started.")
     lock = lock_directory(checkpoint_dir) if checkpoint_dir is not None else None
     with lock or contextlib.nullcontext() as checkpoint_dir:  # a resolved Path, or None
         seed_chunk_size = _seed_chunk(run, len(seeds), checkpoint_dir, seed_chunk_size)

@@ -388,10 +388,13 @@ def test_a_rerun_keeps_the_recorded_grouping_when_free_memory_differs(
     np.testing.assert_array_equal(results.correct, reference["correct"])
 
 
-def test_an_explicit_grouping_replaces_a_record_without_saved_work(tmp_path):
+@pytest.mark.parametrize("record", ['{"seed_chunk_size": 1}', '{"seed_chunk_size": 0}', "{"])
+def test_an_explicit_grouping_replaces_a_record_without_saved_work(tmp_path, caplog, record):
     run = _resumable_job.build()
     kwargs = dict(checkpoint_dir=tmp_path, fingerprint={"job": "test"})
-    (tmp_path / "grouping.json").write_text('{"seed_chunk_size": 1}')
+    (tmp_path / "grouping.json").write_text(record)
     execution.run_seeds(run, [0, 1, 2], seed_chunk_size=3, **kwargs)
+    damaged = record != '{"seed_chunk_size": 1}'
+    assert (f"{tmp_path / 'grouping.json'} is damaged" in caplog.text) == damaged
     assert sorted(p.name for p in tmp_path.glob("seeds_*")) == ["seeds_0-2"]
     assert json.loads((tmp_path / "grouping.json").read_text()) == {"seed_chunk_size": 3}
