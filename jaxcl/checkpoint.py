@@ -141,8 +141,8 @@ class Checkpointer:
             dependent.append(f"checkpoint steps {steps}")
         if dependent:
             raise DamagedCheckpointError(
-                f"{path} is {state}, and {', '.join(dependent)} in "
-                f"{self.directory} depend on it: they cannot be checked against this "
+                f"{path} is {state}, but the saved work beside it depends on it "
+                f"({', '.join(dependent)}), which cannot be checked against this "
                 f"configuration. Delete {self.directory} to recompute this part of the run."
             )
         if state == "damaged":
