@@ -25,7 +25,8 @@
   most the chunk in progress). The stop request outlives the call: a later
   :func:`run_seeds` in the same process raises :class:`Interrupted` before starting.
 * **Exclusive use.** ``checkpoint_dir`` is locked (:func:`lock_directory`) while a run
-  uses it; a second process gets :class:`DirectoryLocked` naming the holder's pid.
+  uses it; a second process gets :class:`DirectoryLocked` naming the holder's pid. (Not
+  in multi-host runs, whose processes share the directory by design.)
 
 Rows other than plain seeds: ``init`` builds a group's initial carry from its integers,
 so an experiment may give each row of the seed axis its own configuration (e.g.
@@ -81,7 +82,8 @@ def lock_directory(path: str | os.PathLike) -> Iterator[Path]:
 
     An advisory ``fcntl.flock`` on ``path/.lock``, which also records the holder's pid. The
     kernel drops the lock when its holder exits, even by SIGKILL, so a crashed run never
-    blocks the next one. Re-entrant within a process.
+    blocks the next one. Re-entrant within a process. Multi-host runs, whose processes
+    all run the same command on the same directory, must not take it.
 
     Raises:
       DirectoryLocked: another process holds the lock; the message names its pid.
@@ -443,8 +445,11 @@ def run_seeds(
         raise ValueError(f"seed_chunk_size must be a positive integer, got {seed_chunk_size}")
     if _stop.signal:  # received during an earlier run of this process
         raise Interrupted(f"Interrupted by {_stop.signal} before this run started.")
-    lock = lock_directory(checkpoint_dir) if checkpoint_dir is not None else None
-    with lock or contextlib.nullcontext() as checkpoint_dir:  # a resolved Path, or None
+    checkpoint_dir = Path(checkpoint_dir).resolve() if checkpoint_dir is not None else None
+    lock = contextlib.nullcontext()
+    if checkpoint_dir is not None and jax.process_count() == 1:  # multi-host: shared by design
+        lock = lock_directory(checkpoint_dir)
+    with lock:
         seed_chunk_size = _seed_chunk(run, len(seeds), checkpoint_dir, seed_chunk_size)
         init = init or (lambda group: run.init(seed_keys(group)))
         fingerprint = {
