@@ -34,6 +34,22 @@ def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def create_environment() -> None:
+    """A fresh ``.venv`` with a current pip (an older python3's bundled pip may predate jax's
+    wheels)."""
+    print(f"run.py: creating the project environment {VENV}", flush=True)
+    upgrade_pip = [str(venv_python()), "-m", "pip", "install", "--quiet", "--upgrade", "pip"]
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        subprocess.run(upgrade_pip, cwd=ROOT, check=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        shutil.rmtree(VENV, ignore_errors=True)  # half an environment would be reused
+        sys.exit(
+            f"run.py: could not create {VENV} ({err}); on Debian/Ubuntu this needs the "
+            f"python3-venv package; run the same command to retry"
+        )
+
+
 def ensure_environment() -> Path:
     """The project environment's python, (re)installed unless pyproject.toml is unchanged."""
     python = venv_python()
@@ -41,15 +57,7 @@ def ensure_environment() -> Path:
     if python.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
         return python
     if not python.exists():
-        print(f"run.py: creating the project environment {VENV}", flush=True)
-        try:
-            venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-        except (OSError, subprocess.CalledProcessError) as err:
-            shutil.rmtree(VENV, ignore_errors=True)  # half an environment would be reused
-            sys.exit(
-                f"run.py: could not create {VENV} ({err}); on Debian/Ubuntu install the "
-                f"python3-venv package first"
-            )
+        create_environment()
     print("run.py: installing jaxcl and its dependencies (first time: a few minutes)", flush=True)
     install = [str(python), "-m", "pip", "install", "--quiet", "-e", ".[test]"]
     if subprocess.run(install, cwd=ROOT).returncode:

@@ -99,6 +99,11 @@ def _prepared_version_dir(name: str, dirs: list[Path]) -> Path | None:
     return None
 
 
+def available(name: str, *, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether a prepared copy of ``name`` is in one of :func:`data_dirs` (never downloads)."""
+    return _prepared_version_dir(name, data_dirs(data_dir)) is not None
+
+
 def _check_reachable(urls) -> None:
     """Raises OSError unless a TCP connection to every download host opens quickly."""
     hosts = set()

@@ -39,7 +39,9 @@ def test_lookup_order_argument_env_shared_beside_checkout_then_home(tmp_path, mo
 def test_first_directory_holding_the_dataset_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    assert not data.available("cifar100", data_dir=tmp_path / "arg")
     _fake_tfds_dir(tmp_path / "home" / "tensorflow_datasets", "cifar100", 1, 1, (2, 2, 3), 100)
+    assert data.available("cifar100", data_dir=tmp_path / "arg")
     found = data._find_version_dir("cifar100", tmp_path / "arg")
     assert found == tmp_path / "home" / "tensorflow_datasets" / "cifar100" / "1.0.0"
     _fake_tfds_dir(tmp_path / "env", "cifar100", 1, 1, (2, 2, 3), 100)
@@ -148,9 +150,7 @@ def test_preparing_without_tensorflow_names_the_remedy(tmp_path, monkeypatch):
         data._find_version_dir("cifar100", tmp_path, download=True)
 
 
-@pytest.mark.skipif(
-    data._prepared_version_dir("mnist", data.data_dirs()) is None, reason="MNIST not found"
-)
+@pytest.mark.skipif(not data.available("mnist"), reason="MNIST not found")
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_real_dataset_shapes_and_label_counts(name):
     ds = data.load(name)
