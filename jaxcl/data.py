@@ -111,8 +111,13 @@ def _check_reachable(urls) -> None:
         parts = urlsplit(url)
         hosts.add((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
     for host, port in sorted(hosts):
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
-            pass
+        try:
+            with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+                pass
+        except OSError as err:
+            raise OSError(
+                f"no connection to {host}:{port} within {CONNECT_TIMEOUT_S:g} s: {err!r}"
+            ) from err
 
 
 def _tensorflow_installed() -> bool:
@@ -134,7 +139,7 @@ def _download_and_prepare(name: str, target: Path) -> None:
     try:
         _check_reachable(builder.url_infos or {})
     except OSError as err:
-        raise RuntimeError(f"its download hosts are unreachable (offline?): {err!r}") from err
+        raise RuntimeError(f"its download hosts are unreachable (offline?): {err}") from err
     if not _tensorflow_installed():
         raise RuntimeError(
             "tfds encodes the images with TensorFlow while preparing: install it once with "

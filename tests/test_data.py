@@ -114,7 +114,7 @@ def test_no_download_when_disabled(tmp_path, monkeypatch):
 def test_offline_download_fails_fast_with_every_searched_dir(tmp_path, monkeypatch):
     # The real tfds builder and its registered download URLs; the network refuses.
     def no_network(address, *args, **kwargs):
-        raise socket.gaierror(-2, f"Name or service not known: {address[0]}")
+        raise socket.gaierror(-2, "Name or service not known")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(data, "_tensorflow_installed", lambda: True)
@@ -125,7 +125,7 @@ def test_offline_download_fails_fast_with_every_searched_dir(tmp_path, monkeypat
     text = str(err.value)
     for searched in data.data_dirs(tmp_path / "arg"):
         assert str(searched) in text
-    assert "unreachable" in text and "www.cs.toronto.edu" in text
+    assert "unreachable" in text and "www.cs.toronto.edu:443" in text
     assert not (tmp_path / "arg" / "cifar10").exists()
 
 
@@ -137,7 +137,7 @@ def test_reachability_probe_gives_up_after_the_connect_timeout(monkeypatch):
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", record)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(OSError, match=re.escape("a.example:443 within")):
         data._check_reachable(["https://a.example/x.gz", "https://a.example/y.gz"])
     assert seen == [(("a.example", 443), data.CONNECT_TIMEOUT_S)]
     assert data.CONNECT_TIMEOUT_S <= 10
