@@ -208,7 +208,8 @@ def _std(x: Array, axis: int) -> Array:
     ``∞ · 0`` makes every gradient of the row NaN. σ(x) = ‖x − μ‖ / √n has a cone point
     there; its symmetric subgradient is 0, which this gives by taking the square root of a
     harmless 1 where var = 0 and selecting 0 (the "double where"). Values are ``jnp.std``'s
-    bit for bit.
+    bit for bit. (Rows whose squares overflow the dtype, |x| > 1.8e19 in float32, overflow
+    var itself: that is outside the range of this statistic, not a gradient problem.)
     """
     var = jnp.var(x, axis=axis, keepdims=True)
     constant = var == 0

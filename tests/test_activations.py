@@ -319,17 +319,20 @@ _EDGE_ROWS = {
 _W = np.array([[1.0, -2.0, 0.5, 3.0]], np.float32)  # cotangent weights: no cancellation
 
 
-def test_every_activation_has_finite_gradients_on_edge_inputs():
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_every_activation_has_finite_gradients_on_edge_inputs(dtype):
     @jax.jit
     def grads(xs):
         out = {}
         for name, hparams in _ALL_CASES.items():
             f = act.get_activation(name, **hparams)
             for case, x in xs.items():
-                out[name, case] = jax.grad(lambda x, f=f: jnp.sum(_W * f(x)))(x)
+                out[name, case] = jax.grad(lambda x, f=f: jnp.sum(_W * f(x)).astype(x.dtype))(x)
         return out
 
-    xs = {case: np.asarray(rows, np.float32) for case, rows in _EDGE_ROWS.items()}
+    xs = {
+        case: jnp.asarray(np.asarray(rows, np.float32), dtype) for case, rows in _EDGE_ROWS.items()
+    }
     bad = [key for key, g in grads(xs).items() if not np.all(np.isfinite(_np(g)))]
     assert bad == []
 
