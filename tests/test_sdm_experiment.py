@@ -23,10 +23,38 @@ def test_the_paper_protocol_is_recovered_at_500_epochs():
         "opt_adam", dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=False
     )
     assert short.effective_learning_rate == 1e-3  # adaptive optimizers keep the paper's lr
+
+
+@pytest.mark.parametrize(
+    ("method", "dataset", "width", "inputs"),
+    [
+        ("fly_1k", "mnist", 1000, 64),  # Table 7 (used to run with 32 under this label)
+        ("fly_10k", "mnist", 10000, 32),  # Table 7
+        ("fly_1k", "fashion_mnist", 1000, 64),  # Table 8
+        ("fly_10k", "fashion_mnist", 10000, 64),  # Table 8
+        ("fly_1k_32inputs", "mnist", 1000, 32),  # the extra row keeps its own value
+        ("fly_1k_32inputs", "fashion_mnist", 1000, 32),
+    ],
+)
+def test_flymodel_rows_run_the_tables_inputs_per_cell(method, dataset, width, inputs):
     fly = sdm.config_for(
-        "fly_10k", dataset="fashion_mnist", epochs_per_task=10, pixel_scale="raw", quick=False
+        method, dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=False
     )
-    assert fly.n_response == 64 and fly.width == 10000
+    assert (fly.model, fly.width, fly.n_response) == ("fly", width, inputs)
+    quick = sdm.config_for(
+        method, dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=True
+    )
+    assert quick.n_response == inputs and quick.width == 64
+
+
+def test_default_table_has_every_table_7_row_and_the_extra_fly_row():
+    assert sdm.DEFAULT_TABLE[-1] == "sdmlp+ewc" and "fly_1k_32inputs" in sdm.DEFAULT_TABLE
+    assert set(sdm.PAPER["mnist"]) - set(sdm.DEFAULT_TABLE) == {
+        "sdmlp_10k",
+        "sdmlp+ewc_10k",
+        "ewc_10k",
+        "mas_10k",
+    }
 
 
 @pytest.mark.skipif(not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST")
