@@ -222,7 +222,10 @@ def dst(
     :func:`jaxcl.optim.masked_adam` the trained weights move exactly as with
     ``mask=A``: the moments of a weight that enters the mask are reset, and from then on
     it is updated at every step either way. (A transform that mixes entries, e.g.
-    :func:`optax.clip_by_global_norm`, sees the gradient outside A as well.)
+    :func:`optax.clip_by_global_norm`, sees the gradient outside A as well.) SGD's
+    ``trace`` likewise moves at every free position; the authors multiply their SGD
+    momentum buffer by the mask after each step, which leaves their momentum criterion
+    with nothing to rank outside the mask.
 
     Every ``update_frequency``-th step of the task: prune/regrow with rate
     ``cosine_death_rate(step, steps_per_task, initial=death_rate,
