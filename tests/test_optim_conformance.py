@@ -130,6 +130,17 @@ def test_state_survives_an_orbax_round_trip(name, tmp_path):
     chex.assert_trees_all_equal(resume(params, restored), resume(params, state))
 
 
+@pytest.mark.parametrize("name", _NAMES)
+def test_tree_map_params_reaches_every_per_parameter_buffer(name):
+    opt = _optimizer(name)
+    params, state = _short_run(name, jnp.array([-1.0, 2.0]))
+    mapped = optax.tree.map_params(opt, lambda v: v.at[0].set(7), state)
+    assert jax.tree.structure(mapped) == jax.tree.structure(state)
+    for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(mapped), strict=True):
+        expected = before.at[0].set(7) if before.shape == params.shape else before
+        np.testing.assert_array_equal(after, expected)
+
+
 def _floating_leaves(tree):
     return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
 

@@ -144,8 +144,14 @@ def _hyperparameters(builder) -> tuple[list[str], list[str]]:
     return [p.name for p in public], required
 
 
-# Stands for "not passed" in get_optimizer's declared signature (defaults differ by name).
-_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
+class _Unset:
+    """Stands for "not passed" in get_optimizer's declared signature (defaults differ by name)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
 
 
 def _declared_signature(function) -> inspect.Signature:
