@@ -177,6 +177,14 @@ def test_inject_hyperparams_changes_the_learning_rate_mid_run(name):
     chex.assert_trees_all_close(u, reference, rtol=1e-6)
 
 
+def test_inject_hyperparams_with_bfloat16_params():
+    # inject_hyperparams casts the hyperparameters to the params' dtype before building.
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _PARAMS)
+    opt = optax.inject_hyperparams(jo.get_optimizer)("adam", learning_rate=0.1)
+    u, _ = opt.update(params, opt.init(params), params)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(u))
+
+
 def test_inject_hyperparams_takes_schedules_and_clipping():
     schedule = optax.linear_schedule(1.0, 0.0, transition_steps=4)
     opt = optax.inject_hyperparams(jo.get_optimizer)(

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -17,7 +18,8 @@ def _concrete_values(name: str, value: Any) -> np.ndarray | None:
     if callable(value) or isinstance(value, jax.core.Tracer):
         return None
     array = np.asarray(value)
-    if array.dtype.kind not in "iuf":  # signed, unsigned, float: not bool, str, complex, ...
+    # jnp.issubdtype knows bfloat16 (numpy's dtype.kind calls it "V"); bool is no integer.
+    if not (jnp.issubdtype(array.dtype, jnp.integer) or jnp.issubdtype(array.dtype, jnp.floating)):
         raise TypeError(f"{name} must be a real number or an array of them, got {value!r}.")
     return array.astype(np.float64)
 
