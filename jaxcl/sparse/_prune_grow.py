@@ -143,7 +143,7 @@ def prune_and_regrow(
     if not 0.0 <= max_death_rate <= 1.0:
         raise ValueError(f"max_death_rate must be in [0, 1], got {max_death_rate!r}")
     check_masks(masks, weights)
-    check_masks(scores, weights, name="scores")
+    check_masks(scores, weights, name="scores", boolean=False)
     new_masks, removed = [], []
     for w, m, s in zip(
         jax.tree.leaves(weights), jax.tree.leaves(masks), jax.tree.leaves(scores), strict=True
