@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl.optim._masks import check_mask
+
 PyTree = Any
 
 
@@ -61,17 +63,20 @@ def top_k_mask(
     return jnp.zeros(flat.shape, bool).at[idx].set(chosen).reshape(scores.shape)
 
 
-def check_masks(masks: PyTree, params: PyTree, *, name: str = "masks") -> None:
-    """Raises ValueError unless ``masks`` has the structure and shapes of ``params``."""
-    m_def, p_def = jax.tree.structure(masks), jax.tree.structure(params)
-    if m_def != p_def:
-        raise ValueError(f"{name} must have the parameters' structure {p_def}, got {m_def}")
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-    for path, m, p in zip(paths, jax.tree.leaves(masks), jax.tree.leaves(params), strict=True):
-        if jnp.shape(m) != jnp.shape(p):
-            raise ValueError(
-                f"{name}{path} has shape {jnp.shape(m)}, but the parameter has {jnp.shape(p)}"
-            )
+def check_masks(
+    masks: PyTree, params: PyTree, *, name: str = "masks", boolean: bool = True
+) -> None:
+    """Raises unless ``masks`` has the structure, exact shapes and boolean dtype of ``params``.
+
+    The checks of :func:`jaxcl.optim` masks (structure, exact leaf shapes, boolean dtype,
+    all at trace time; errors name the leaf path). ``boolean=False`` checks only structure
+    and shapes, for trees such as growth scores.
+
+    Raises:
+      ValueError: different structure or a leaf shape that differs (no broadcasting).
+      TypeError: a non-boolean leaf when ``boolean``.
+    """
+    check_mask(masks, params, name=name, boolean=boolean)
 
 
 def random_masks(

@@ -70,12 +70,6 @@ def regrow(
     return mask | top_k_mask(jnp.where(mask, -jnp.inf, scores), num_grow, k_max=k_max, ties=ties)
 
 
-def _check_like(tree: PyTree, params: PyTree, *, name: str) -> None:
-    """``tree`` (e.g. float scores) has the structure and shapes of ``params``."""
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.bool_), tree)
-    check_masks(shapes, params, name=name)
-
-
 def growth_scores(
     criterion: str | jax.typing.ArrayLike,
     key: jax.Array,
@@ -115,7 +109,7 @@ def growth_scores(
     Returns:
       Float pytree of scores with the parameters' structure.
     """
-    _check_like(momentum, grads, name="momentum")
+    check_masks(momentum, grads, name="momentum", boolean=False)
     check_masks(fired, grads, name="fired")
     check_masks(frozen, grads, name="frozen")
     noise = uniform_like(key, grads)
@@ -180,7 +174,7 @@ def prune_and_regrow(
     if not 0.0 <= max_death_rate <= 1.0:
         raise ValueError(f"max_death_rate must be in [0, 1], got {max_death_rate!r}")
     check_masks(masks, weights)
-    _check_like(scores, weights, name="scores")
+    check_masks(scores, weights, name="scores", boolean=False)
     leaves = [jax.tree.leaves(t) for t in (weights, masks, scores)]
     if key is None:
         prune_ties = grow_ties = [None] * len(leaves[0])
