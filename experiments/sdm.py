@@ -141,6 +141,10 @@ class Config:
     max_train_per_task: int | None = None
     max_test_per_task: int | None = None
     clip_global_norm: float = 1.0
+    # The protocol's scaling with the epochs per task (module docstring).
+    reference_epochs: int = PAPER_EPOCHS
+    gaba_switch_fraction: float = GABA_SWITCH_FRACTION
+    transition_fraction: float = TRANSITION_FRACTION
     # (name, value) pairs; None: the pinned OPTIMIZER_HPARAMS / REGULARIZER_HPARAMS entry.
     optimizer_hparams: tuple[tuple[str, Any], ...] | None = None
     regularizer_hparams: tuple[tuple[str, Any], ...] | None = None
@@ -158,18 +162,18 @@ class Config:
     def lr_scale(self) -> float:
         if self.optimizer in ADAPTIVE:
             return 1.0
-        return math.sqrt(PAPER_EPOCHS / self.epochs_per_task)
+        return math.sqrt(self.reference_epochs / self.epochs_per_task)
 
     @property
     def effective_learning_rate(self) -> float:
         return self.learning_rate * self.lr_scale
 
     def gaba_threshold(self, task1_train: int) -> float:
-        return GABA_SWITCH_FRACTION * self.epochs_per_task * task1_train
+        return self.gaba_switch_fraction * self.epochs_per_task * task1_train
 
     @property
     def transition_epochs(self) -> int:
-        return max(1, round(TRANSITION_FRACTION * self.epochs_per_task))
+        return max(1, round(self.transition_fraction * self.epochs_per_task))
 
 
 BASELINE = dict(k=None, positive=False, normalize=False, hidden_bias=True, output_bias=True)

@@ -288,8 +288,10 @@ def previous_results(
         for key in sorted(there.keys() | now.keys())
         if there.get(key) != now.get(key)
     ]
-    if not kept or not diff:
+    if not diff:
         return {**previous, "rows": kept}
+    if not kept:  # every old row is re-run: fresh results, nothing of the old run kept
+        return {"rows": []}
     raise UsageError(
         f"--out {str(args.out)!r} holds rows ({', '.join(r['method'] for r in kept)}) of "
         f"another run configuration ({'; '.join(diff)}); re-run those methods too, use "

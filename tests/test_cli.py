@@ -185,3 +185,14 @@ def test_the_checkpoint_fingerprint_holds_the_config_and_library_version(monkeyp
         "jaxcl_version": cli.jaxcl.__version__,
         "optimizer_hparams": (("learning_rate", 0.1),),
     }
+
+
+def test_previous_results_keep_extras_only_from_the_same_configuration(tmp_path):
+    args = cli.experiment_parser("d", methods=["a", "b"]).parse_args(["--out", str(tmp_path)])
+    row = {"method": "a", "metrics": {}}
+    report.write_results(tmp_path, experiment="e", config={"n": 2}, rows=[row], extra={"t": 1})
+    same = cli.previous_results(args, experiment="e", config={"n": 2}, methods=["b"])
+    assert same["t"] == 1 and same["rows"] == [row]
+    assert cli.previous_results(args, experiment="e", config={"n": 2}, methods=["a"])["t"] == 1
+    fresh = cli.previous_results(args, experiment="e", config={"n": 3}, methods=["a"])
+    assert fresh == {"rows": []}
