@@ -140,23 +140,40 @@ class Config:
     fly_learning_rate: float = 0.005
     max_train_per_task: int | None = None
     max_test_per_task: int | None = None
+    clip_global_norm: float = 1.0
+    # The protocol's scaling with the epochs per task (module docstring).
+    reference_epochs: int = PAPER_EPOCHS
+    gaba_switch_fraction: float = GABA_SWITCH_FRACTION
+    transition_fraction: float = TRANSITION_FRACTION
+    # (name, value) pairs; None: the pinned OPTIMIZER_HPARAMS / REGULARIZER_HPARAMS entry.
+    optimizer_hparams: tuple[tuple[str, Any], ...] | None = None
+    regularizer_hparams: tuple[tuple[str, Any], ...] | None = None
+
+    def __post_init__(self):
+        # Resolved here so that the config (the checkpoint fingerprint) holds the values used.
+        if self.optimizer_hparams is None:
+            pinned = tuple(sorted(OPTIMIZER_HPARAMS[self.optimizer].items()))
+            object.__setattr__(self, "optimizer_hparams", pinned)
+        if self.regularizer_hparams is None:
+            spec = REGULARIZER_HPARAMS.get(self.regularizer, {})  # {} for None
+            object.__setattr__(self, "regularizer_hparams", tuple(sorted(spec.items())))
 
     @property
     def lr_scale(self) -> float:
         if self.optimizer in ADAPTIVE:
             return 1.0
-        return math.sqrt(PAPER_EPOCHS / self.epochs_per_task)
+        return math.sqrt(self.reference_epochs / self.epochs_per_task)
 
     @property
     def effective_learning_rate(self) -> float:
         return self.learning_rate * self.lr_scale
 
     def gaba_threshold(self, task1_train: int) -> float:
-        return GABA_SWITCH_FRACTION * self.epochs_per_task * task1_train
+        return self.gaba_switch_fraction * self.epochs_per_task * task1_train
 
     @property
     def transition_epochs(self) -> int:
-        return max(1, round(TRANSITION_FRACTION * self.epochs_per_task))
+        return max(1, round(self.transition_fraction * self.epochs_per_task))
 
 
 BASELINE = dict(k=None, positive=False, normalize=False, hidden_bias=True, output_bias=True)
@@ -338,14 +355,14 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> learners.Lear
     )
     optimizer = get_optimizer(
         config.optimizer,
-        clip_global_norm=1.0,
+        clip_global_norm=config.clip_global_norm,
         learning_rate=config.effective_learning_rate,
-        **OPTIMIZER_HPARAMS[config.optimizer],
+        **dict(config.optimizer_hparams),
     )
     regularizer = None
     if config.regularizer is not None:
         regularizer = regularizers.get_regularizer(
-            config.regularizer, **REGULARIZER_HPARAMS[config.regularizer]
+            config.regularizer, **dict(config.regularizer_hparams)
         )
     constrained = config.positive or config.normalize
     learner = learners.supervised(
@@ -415,21 +432,35 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
     parser.add_argument(
-        "--epochs-per-task", type=int, default=10, help=f"paper: {PAPER_EPOCHS} (~2 h/seed/row)"
+        "--epochs-per-task",
+        type=cli.positive_int,
+        default=10,
+        help=f"paper: {PAPER_EPOCHS} (~2 h/seed/row)",
     )
     parser.add_argument("--ablations", action="store_true", help="run the ablation rows")
     parser.add_argument("--pixel-scale", choices=("raw", "unit"), default="raw")
     parser.add_argument(
-        "--seeds-10k", type=int, default=1, help="seeds of 10K-neuron gradient rows (~10x cost)"
+        "--seeds-10k",
+        type=cli.positive_int,
+        default=1,
+        help="seeds of 10K-neuron gradient rows (~10x cost)",
     )
     parser.add_argument("--data-dir", default=None, help="tfds data dir (else $TFDS_DATA_DIR)")
     args = parser.parse_args(argv)
-    if args.epochs_per_task < 1:
-        raise ValueError(f"--epochs-per-task must be >= 1, got {args.epochs_per_task}")
     if args.methods:
         methods = cli.selected_methods(args, list(METHODS))
     else:
         methods = list(ABLATIONS if args.ablations else DEFAULT_TABLE)
+    epochs = 2 if args.quick else args.epochs_per_task
+    run_config = {
+        "seeds": args.seeds,
+        "seeds_10k": args.seeds_10k,
+        "quick": args.quick,
+        "dataset": args.dataset,
+        "epochs_per_task": epochs,
+        "pixel_scale": args.pixel_scale,
+    }
+    previous = cli.previous_results(args, experiment="sdm", config=run_config, methods=methods)
     out = Path(args.out)
     rows = []
     for method in methods:
@@ -465,11 +496,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{100 * mean['acc']:5.1f} %, dead {100 * mean['dead']:5.1f} % ({seconds:.0f} s)",
             flush=True,
         )
+    rows = report.merge_rows(previous["rows"], rows, order=list(METHODS))
     paper = dict(PAPER[args.dataset])
     paper.update({name: {"pooled_acc": v} for name, v in PAPER_TABLE2.items()})
     table = report.markdown_table(rows, metrics=["pooled_acc", "acc", "bwt", "dead"], paper=paper)
     name = "Split-MNIST" if args.dataset == "mnist" else "Split-FashionMNIST"
-    epochs = 2 if args.quick else args.epochs_per_task
     fly_inputs = FLY_INPUTS[args.dataset]
     header = (
         f"{name}, class-incremental, {args.seeds} seeds (10K-neuron gradient rows: "
@@ -484,13 +515,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"Split CIFAR-10 embeddings.{' QUICK smoke configuration.' if args.quick else ''}\n\n"
     )
     print("\n" + header + table)
-    run_config = {
-        "seeds": args.seeds,
-        "quick": args.quick,
-        "dataset": args.dataset,
-        "epochs_per_task": epochs,
-        "methods": methods,
-    }
     report.write_results(out, experiment="sdm", config=run_config, rows=rows)
     report.write_table(out, header + table)
     plot_curves(rows, out / "accuracy_after_each_task.png", f"{name}, accuracy after each task")
@@ -498,4 +522,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -87,3 +87,12 @@ def test_quick_run_writes_the_contract_files(tmp_path):
 def test_unknown_method_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match="valid names: sdmlp_k1, sdmlp_k10"):
         sdm.main(["--quick", "--out", str(tmp_path), "--methods", "sdmlp_k3"])
+
+
+def test_config_holds_the_resolved_optimizer_and_regularizer_hyperparameters():
+    kwargs = dict(dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=True)
+    rmsprop = sdm.config_for("opt_rmsprop", **kwargs)
+    assert dict(rmsprop.optimizer_hparams) == sdm.OPTIMIZER_HPARAMS["rmsprop"]
+    assert rmsprop.regularizer_hparams == ()
+    ewc = sdm.config_for("ewc", **kwargs)
+    assert dict(ewc.regularizer_hparams) == sdm.REGULARIZER_HPARAMS["ewc"]
