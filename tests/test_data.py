@@ -150,8 +150,9 @@ def test_preparing_without_tensorflow_names_the_remedy(tmp_path, monkeypatch):
         data._find_version_dir("cifar100", tmp_path, download=True)
 
 
-@pytest.mark.skipif(not data.available("mnist"), reason="MNIST not found")
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.needs_data(n)) for n in ("mnist", "fashion_mnist")]
+)
 def test_real_dataset_shapes_and_label_counts(name):
     ds = data.load(name)
     assert ds.train_x.shape == (60000, 28, 28, 1) and ds.train_x.dtype == np.uint8

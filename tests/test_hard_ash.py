@@ -1,7 +1,6 @@
 """The Hard ASH experiment end to end on real MNIST (quick configuration)."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -9,9 +8,7 @@ import pytest
 from experiments import hard_ash
 from jaxcl import checkpoint, engine
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST"
-)
+pytestmark = pytest.mark.needs_data("mnist")
 
 
 def test_quick_run_writes_the_contract_files(tmp_path):

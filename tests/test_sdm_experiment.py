@@ -1,7 +1,6 @@
 """The SDM experiment: protocol scaling, and the quick run end to end on real MNIST."""
 
 import json
-import os
 
 import pytest
 
@@ -57,7 +56,7 @@ def test_default_table_has_every_table_7_row_and_the_extra_fly_row():
     }
 
 
-@pytest.mark.skipif(not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST")
+@pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
     rows = sdm.main(
         [
