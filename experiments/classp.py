@@ -354,28 +354,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--data-dir", default=None, help="tfds data dir (else $TFDS_DATA_DIR)")
     parser.add_argument(
         "--train-per-dataset",
-        type=int,
+        type=cli.non_negative_int,
         default=6000,
         help="first training examples kept per dataset (0: all 60000)",
     )
     parser.add_argument(
         "--paper-threshold",
-        type=float,
+        type=cli.non_negative_float,
         default=PAPER_THRESHOLD,
         help="classp_paper's element-wise gate on g² during Fashion-MNIST",
     )
     parser.add_argument("--shuffle", action="store_true", help="reshuffle every epoch")
     args = parser.parse_args(argv)
     methods = cli.selected_methods(args, list(METHODS))
-    if args.train_per_dataset < 0:
-        raise ValueError(f"--train-per-dataset must be >= 0, got {args.train_per_dataset}")
-    if not args.paper_threshold >= 0:
-        raise ValueError(f"--paper-threshold must be >= 0, got {args.paper_threshold}")
     sizes = {"train_per_dataset": args.train_per_dataset or None, "test_per_dataset": None}
     if args.quick:
         sizes = {"train_per_dataset": 96, "test_per_dataset": 200}
+    run_config = {
+        "seeds": args.seeds,
+        "quick": args.quick,
+        "shuffle": args.shuffle,
+        "paper_threshold": args.paper_threshold,
+        **sizes,
+    }
+    previous = cli.previous_results(args, experiment="classp", config=run_config, methods=methods)
     out = Path(args.out)
-    rows, per_seed = [], {}
+    rows = []
     for method in methods:
         overrides: dict[str, Any] = {**sizes, "shuffle": args.shuffle}
         if method == "classp_paper":
@@ -388,8 +392,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         row = report.result_row(
             method, results, config=dataclasses.asdict(config), seconds=round(seconds, 2)
         )
-        per_seed[method] = method_metrics(results)
-        row["metrics"].update(metrics.summary_table(per_seed[method]))
+        row["metrics"].update(metrics.summary_table(method_metrics(results)))
         rows.append(row)
         m = row["metrics"]
         print(
@@ -398,6 +401,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"average {100 * (m['average']['mean'] or np.nan):.1f} % (test; {seconds:.0f} s)",
             flush=True,
         )
+    rows = report.merge_rows(previous["rows"], rows, order=list(METHODS))
+    per_seed = {row["method"]: report.per_seed(row) for row in rows}
     n_train = sizes["train_per_dataset"] or 60000
     header = (
         f"MNIST ×4 epochs → Fashion-MNIST ×1 epoch, one shared 10-way head, batch 32, "
@@ -427,14 +432,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         + footer
     )
     print("\n" + text)
-    run_config = {
-        "seeds": args.seeds,
-        "quick": args.quick,
-        "methods": methods,
-        "shuffle": args.shuffle,
-        "paper_threshold": args.paper_threshold,
-        **sizes,
-    }
     report.write_results(out, experiment="classp", config=run_config, rows=rows)
     report.write_table(out, text)
     plot_bars(rows, out / "accuracy_by_method.png")
@@ -442,4 +439,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

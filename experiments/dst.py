@@ -425,6 +425,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick and not args.methods:  # one compiled block: every init and growth
         names = [c.name for c in GRID if c.num_tasks == 5 and c.sparsity == 90]
     cells = [c for c in GRID if c.name in names]
+    run_config = {
+        "seeds": args.seeds,
+        "quick": args.quick,
+        "dataset": args.dataset,
+        "evaluation": args.evaluation,
+    }
+    previous = cli.previous_results(args, experiment="dst", config=run_config, methods=names)
     out = Path(args.out)
     rows, blocks = [], {}
     total = time.perf_counter()
@@ -448,6 +455,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"T={t}: {len(block)} cells x {args.seeds} seeds in {seconds:.1f} s", flush=True)
         rows += [cell_row(c, results[c], config, seconds / len(block)) for c in block]
     wall = time.perf_counter() - total
+    rows = report.merge_rows(previous["rows"], rows, order=GRID_NAMES)
     columns = ["acc", "bwt", "fwt", "learning_acc", "used_fraction"]
     if args.evaluation == "authors_code":
         columns.append("fwt_authors")
@@ -459,14 +467,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     text = header + report.markdown_table(rows, metrics=columns) + "\n" + findings(rows)
     print("\n" + text)
-    run_config = {
-        "seeds": args.seeds,
-        "quick": args.quick,
-        "dataset": args.dataset,
-        "evaluation": args.evaluation,
-        "methods": names,
-        "wall_seconds": round(wall, 1),
-    }
     report.write_results(out, experiment="dst", config=run_config, rows=rows)
     report.write_table(out, text)
     plot_heatmaps(rows, out)
@@ -474,4 +474,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -64,9 +64,17 @@ HEADLINE = ("hard_ash+adagrad", "relu+sgd")
 GRID = tuple(f"{a}+{o}" for a in ACTIVATIONS for o in OPTIMIZERS)
 
 
+Hparams = tuple[tuple[str, Any], ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One row of the study: the whole run as data (saved into results.json)."""
+    """One row of the study: the whole run as data (saved into results.json).
+
+    ``activation_hparams`` and ``optimizer_hparams`` (``(name, value)`` pairs) default to
+    the pinned :data:`ACTIVATIONS` and :data:`OPTIMIZERS` entries, top-k's k capped at a
+    tenth of the hidden width (valid for narrow smoke models).
+    """
 
     activation: str
     optimizer: str
@@ -76,13 +84,19 @@ class Config:
     update_clip: float = 0.01
     max_train_per_task: int | None = None
     max_test_per_task: int | None = None
+    activation_hparams: Hparams | None = None
+    optimizer_hparams: Hparams | None = None
 
-    @property
-    def activation_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(ACTIVATIONS[self.activation])
-        if "k" in kwargs:  # keep k valid for narrow smoke models
-            kwargs["k"] = min(kwargs["k"], max(1, self.hidden[-1] // 10))
-        return kwargs
+    def __post_init__(self):
+        # Resolved here so that the config (the checkpoint fingerprint) holds the values used.
+        if self.activation_hparams is None:
+            kwargs = dict(ACTIVATIONS[self.activation])
+            if "k" in kwargs:
+                kwargs["k"] = min(kwargs["k"], max(1, self.hidden[-1] // 10))
+            object.__setattr__(self, "activation_hparams", tuple(sorted(kwargs.items())))
+        if self.optimizer_hparams is None:
+            pinned = tuple(sorted(OPTIMIZERS[self.optimizer].items()))
+            object.__setattr__(self, "optimizer_hparams", pinned)
 
 
 def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
@@ -96,10 +110,10 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
     )
     model = MLP(
         hidden=config.hidden,
-        activation=get_activation(config.activation, **config.activation_kwargs),
+        activation=get_activation(config.activation, **dict(config.activation_hparams)),
     )
     optimizer = get_optimizer(
-        config.optimizer, clip_updates=config.update_clip, **OPTIMIZERS[config.optimizer]
+        config.optimizer, clip_updates=config.update_clip, **dict(config.optimizer_hparams)
     )
     learner = learners.supervised(model, optimizer, input_dim=scenario.input_dim)
     return engine.make_run(
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.methods
         else (list(GRID) if args.grid else list(HEADLINE))
     )
+    run_config = {"seeds": args.seeds, "quick": args.quick}
+    previous = cli.previous_results(args, experiment="hard_ash", config=run_config, methods=methods)
     out = Path(args.out)
     rows = []
     for method in methods:
@@ -189,6 +205,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"± {100 * (final['ci95'] or np.nan):.1f} % ({seconds:.1f} s)",
             flush=True,
         )
+    rows = report.merge_rows(previous["rows"], rows, order=GRID)
     table = report.markdown_table(
         rows,
         metrics=["pooled_acc", "acc", "bwt", "forgetting"],
@@ -201,7 +218,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "\nPinned: topk k=64, lwta groups=50.\n\n"
     )
     print("\n" + header + table)
-    run_config = {"seeds": args.seeds, "quick": args.quick, "methods": methods}
     report.write_results(out, experiment="hard_ash", config=run_config, rows=rows)
     report.write_table(out, header + table)
     plot_curves(rows, out / "accuracy_after_each_task.png")
@@ -211,4 +227,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

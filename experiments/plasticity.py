@@ -62,6 +62,7 @@ OPTIMIZERS = ("sgd", "sam", "gnp")
 PAIR_HEADS = ("pair", "shared")
 LEARNING_RATES = (0.01, 0.001)
 METRICS = ("first", "last", "plasticity_loss")
+CLASS_PAIRS = tuple(itertools.combinations(range(10), 2))  # MNIST's digits, in order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +131,9 @@ def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.
     }
     if config.stream == "permuted":
         return scenarios.permuted(mnist, num_tasks=config.num_tasks, seed=config.perm_seed, **sizes)
-    pairs = list(itertools.combinations(range(mnist.num_classes), 2))
-    if not 1 <= config.num_tasks <= len(pairs):
-        raise ValueError(f"num_tasks must be in [1, {len(pairs)}], got {config.num_tasks}")
-    return scenarios.from_class_groups(mnist, pairs[: config.num_tasks], **sizes)
+    if not 1 <= config.num_tasks <= len(CLASS_PAIRS):
+        raise ValueError(f"num_tasks must be in [1, {len(CLASS_PAIRS)}], got {config.num_tasks}")
+    return scenarios.from_class_groups(mnist, CLASS_PAIRS[: config.num_tasks], **sizes)
 
 
 def pair_head(learner: learners.Learner, scenario: scenarios.Scenario) -> learners.Learner:
@@ -334,25 +334,47 @@ def _parser(names: list[str]):
         __doc__.split("\n")[0], methods=names, default_seeds=10, default_out="results/plasticity"
     )
     parser.add_argument("--data-dir", default=None, help="tfds data dir (else $TFDS_DATA_DIR)")
-    parser.add_argument("--permuted-tasks", type=int, default=100, help="Permuted MNIST tasks")
-    parser.add_argument("--pair-tasks", type=int, default=45, help="class-pair tasks (<= 45)")
-    parser.add_argument("--width", type=int, default=100, help="units per hidden layer")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per task")
     parser.add_argument(
-        "--train-per-task", type=int, default=10000, help="training examples per task (0: all)"
+        "--permuted-tasks", type=cli.positive_int, default=100, help="Permuted MNIST tasks"
     )
     parser.add_argument(
-        "--test-per-task", type=int, default=0, help="test examples per task (0: all)"
+        "--pair-tasks",
+        type=cli.int_between(1, len(CLASS_PAIRS)),
+        default=len(CLASS_PAIRS),
+        help="class-pair tasks",
     )
-    parser.add_argument("--rho", type=float, default=0.05, help="SAM radius")
-    parser.add_argument("--gnp-r", type=float, default=0.125, help="GNP perturbation radius")
-    parser.add_argument("--gnp-alpha", type=float, default=0.8, help="GNP alpha = lambda / r")
+    parser.add_argument(
+        "--width", type=cli.positive_int, default=100, help="units per hidden layer"
+    )
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32)
+    parser.add_argument("--epochs", type=cli.positive_int, default=1, help="epochs per task")
+    parser.add_argument(
+        "--train-per-task",
+        type=cli.non_negative_int,
+        default=10000,
+        help="training examples per task (0: all)",
+    )
+    parser.add_argument(
+        "--test-per-task",
+        type=cli.non_negative_int,
+        default=0,
+        help="test examples per task (0: all)",
+    )
+    parser.add_argument("--rho", type=cli.non_negative_float, default=0.05, help="SAM radius")
+    parser.add_argument(
+        "--gnp-r", type=cli.non_negative_float, default=0.125, help="GNP perturbation radius"
+    )
+    parser.add_argument(
+        "--gnp-alpha", type=cli.finite_float, default=0.8, help="GNP alpha = lambda / r"
+    )
     parser.add_argument("--gnp-normalize-first", action="store_true")
     parser.add_argument("--pair-head", choices=PAIR_HEADS, default="pair")
     parser.add_argument("--perm-seed", type=int, default=0, help="seed of the permutations")
     parser.add_argument(
-        "--window", type=int, default=10, help="tasks averaged at the start and the end"
+        "--window",
+        type=cli.positive_int,
+        default=10,
+        help="tasks averaged at the start and the end",
     )
     parser.add_argument(
         "--timing",
@@ -360,13 +382,16 @@ def _parser(names: list[str]):
         help="also time permuted/sgd@0.01 with all seeds vmapped vs seed by seed",
     )
     parser.add_argument(
-        "--timing-tasks", type=int, default=100, help="Permuted MNIST tasks of the timing run"
+        "--timing-tasks",
+        type=cli.positive_int,
+        default=100,
+        help="Permuted MNIST tasks of the timing run",
     )
     return parser
 
 
-def run_row(config: Config, args, window: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """Runs one configuration for all seeds; its results.json row and per-seed metrics."""
+def run_row(config: Config, args, window: int) -> dict:
+    """Runs one configuration for all seeds; its results.json row."""
     start = time.perf_counter()
     chunk = cli.chunk_size(args, config.num_tasks)
     run = build_run(config, data_dir=args.data_dir, chunk_size=chunk)
@@ -395,7 +420,7 @@ def run_row(config: Config, args, window: int) -> tuple[dict, dict[str, np.ndarr
         f"{100 * (m['plasticity_loss']['mean'] or np.nan):+.1f} points ({seconds:.0f} s)",
         flush=True,
     )
-    return row, per_seed
+    return row
 
 
 def summary_text(rows, per_seed, shared: dict, args) -> str:
@@ -451,9 +476,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     names = [method_name(s, o, lr) for s in STREAMS for o in OPTIMIZERS for lr in LEARNING_RATES]
     args = _parser(names).parse_args(argv)
     methods = cli.selected_methods(args, names)
-    for flag in ("permuted_tasks", "pair_tasks", "width", "batch_size", "epochs", "window"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     shared = {
         "width": args.width,
         "batch_size": args.batch_size,
@@ -472,29 +494,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
         shared.update(width=32, train_per_task=64, test_per_task=64)
         tasks = {"permuted": 4, "class_pairs": 4}
     window = min(args.window, *(t // 2 for t in tasks.values())) or 1
-    rows, per_seed = [], {}
+    run_config = {"seeds": args.seeds, "quick": args.quick, "window": window, "tasks": tasks}
+    run_config.update(shared)
+    previous = cli.previous_results(
+        args, experiment="plasticity", config=run_config, methods=methods
+    )
+    rows = []
     for name in methods:
         stream, rest = name.split("/")
         optimizer, lr = rest.split("@")
         config = Config(stream, optimizer, float(lr), num_tasks=tasks[stream], **shared)
-        row, per_seed[name] = run_row(config, args, window)
-        rows.append(row)
+        rows.append(run_row(config, args, window))
+    rows = report.merge_rows(previous["rows"], rows, order=names)
+    per_seed = {row["method"]: report.per_seed(row) for row in rows}
     text = summary_text(rows, per_seed, shared, args)
-    timing = None
+    timing = previous.get("timing")  # kept from an earlier --timing run unless re-measured
     if args.timing:
         timing_tasks = 4 if args.quick else args.timing_tasks
         config = Config("permuted", "sgd", 0.01, num_tasks=timing_tasks, **shared)
         timing = time_vmapped_vs_sequential(config, args.seeds, data_dir=args.data_dir)
+    if timing is not None:
         text += timing_text(timing)
     print("\n" + text)
     out = Path(args.out)
-    run_config = {"seeds": args.seeds, "quick": args.quick, "methods": methods}
-    run_config.update(window=window, tasks=tasks, **shared, timing=timing)
-    report.write_results(out, experiment="plasticity", config=run_config, rows=rows)
+    report.write_results(
+        out, experiment="plasticity", config=run_config, rows=rows, extra={"timing": timing}
+    )
     report.write_table(out, text)
     plot_curves(rows, [s for s in STREAMS if s in {r["stream"] for r in rows}], LEARNING_RATES, out)
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

@@ -28,6 +28,7 @@ The toy is deterministic: ``--seeds`` is accepted and ignored (one value per met
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,17 @@ def simulate(
     return np.asarray(jax.jit(jax.vmap(run))(jnp.asarray(silences)))
 
 
+def nonzero_finite_float(text: str) -> float:
+    """``argparse`` type of ``--grad``: the reference step divides by it, so not 0."""
+    try:
+        value = cli.finite_float(text)
+    except argparse.ArgumentTypeError:
+        value = 0.0
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a finite nonzero number, got {text!r}")
+    return value
+
+
 def measure(name: str, silences: np.ndarray, *, grad: float, warmup: int) -> dict[str, np.ndarray]:
     """Per-silence metrics for one method; ``silences`` must start with 0 (the reference)."""
     steps = simulate(METHODS[name](), silences, grad=grad, warmup=warmup)
@@ -128,7 +140,8 @@ def claims(rows: list[dict]) -> dict[str, bool]:
     return out
 
 
-def plot(results: dict[str, dict[str, np.ndarray]], silences: np.ndarray, path: Path) -> None:
+def plot(rows: list[dict], silences: np.ndarray, path: Path) -> None:
+    """Inflation, delta and drift against the silence length, one line per row."""
     fig, axes = report.figure(1, 3, figsize=(15, 4.2))
     x = silences[1:]
     panels = [
@@ -137,9 +150,10 @@ def plot(results: dict[str, dict[str, np.ndarray]], silences: np.ndarray, path: 
         ("drift", "|movement| during the silence"),
     ]
     for ax, (metric, title) in zip(axes, panels, strict=True):
-        for name, values in results.items():
+        for row in rows:
+            name, values = row["method"], row["per_silence"][metric]
             style = {"ls": "--", "lw": 2.5} if name == "masked_adam" else {}
-            ax.plot(x, values[metric][1:], label=name, marker="." if len(x) < 10 else None, **style)
+            ax.plot(x, values[1:], label=name, marker="." if len(x) < 10 else None, **style)
         ax.set_xscale("log")
         ax.set_xlabel("silence length (steps without gradient)")
         ax.set_title(title)
@@ -162,29 +176,51 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default_out="results/stale_momentum",
         resumable=False,
     )
-    parser.add_argument("--grad", type=float, default=0.2, help="injected gradient value")
     parser.add_argument(
-        "--warmup", type=int, default=2, help="consecutive injections before the silence"
+        "--grad", type=nonzero_finite_float, default=0.2, help="injected gradient value"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=cli.positive_int,
+        default=2,
+        help="consecutive injections before the silence",
     )
     args = parser.parse_args(argv)
     methods = cli.selected_methods(args, list(METHODS))
-    if args.warmup < 1:
-        raise ValueError(f"--warmup must be >= 1, got {args.warmup}")
     grid = TABLE_SILENCES if args.quick else np.geomspace(1, max(TABLE_SILENCES), 41)
     silences = np.unique(np.concatenate([[0], np.round(grid), TABLE_SILENCES])).astype(np.int32)
-
-    start = time.perf_counter()
-    results = {m: measure(m, silences, grad=args.grad, warmup=args.warmup) for m in methods}
-    seconds = time.perf_counter() - start
+    config = {
+        "grad": args.grad,
+        "warmup": args.warmup,
+        "silences": silences.tolist(),
+        "table_silences": list(TABLE_SILENCES),
+        "hyperparameters": {"b1": B1, "b2": B2, "momentum": MOMENTUM, "rms_decay": RMS_DECAY},
+        "learning_rate": 1.0,
+        "seeds": "ignored (deterministic)",
+        "quick": args.quick,
+    }
+    previous = cli.previous_results(
+        args, experiment="stale_momentum", config=config, methods=methods
+    )
 
     rows = []
-    for name, values in results.items():
+    for name in methods:
+        start = time.perf_counter()
+        values = measure(name, silences, grad=args.grad, warmup=args.warmup)
         per_seed = {"step@s=0": [values["step"][0]]}  # one "seed": the toy is deterministic
         for s in TABLE_SILENCES:
             i = int(np.searchsorted(silences, s))
             for metric in ("inflation", "delta", "drift"):
                 per_seed[f"{metric}@s={s}"] = [values[metric][i]]
-        rows.append({"method": name, "metrics": metrics.summary_table(per_seed)})
+        rows.append(
+            {
+                "method": name,
+                "metrics": metrics.summary_table(per_seed),
+                "per_silence": {k: v.tolist() for k, v in values.items()},
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+        )
+    rows = report.merge_rows(previous["rows"], rows, order=list(METHODS))
 
     inflation_cols = [f"inflation@s={s}" for s in TABLE_SILENCES]
     header = (
@@ -213,23 +249,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(text)
 
     out = Path(args.out)
-    config = {
-        "grad": args.grad,
-        "warmup": args.warmup,
-        "silences": silences.tolist(),
-        "table_silences": list(TABLE_SILENCES),
-        "hyperparameters": {"b1": B1, "b2": B2, "momentum": MOMENTUM, "rms_decay": RMS_DECAY},
-        "learning_rate": 1.0,
-        "seeds": "ignored (deterministic)",
-        "quick": args.quick,
-        "methods": methods,
-        "seconds": round(seconds, 2),
-    }
     report.write_results(out, experiment="stale_momentum", config=config, rows=rows)
     report.write_table(out, text)
-    plot(results, silences, out / "stale_momentum.png")
+    plot(rows, silences, out / "stale_momentum.png")
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

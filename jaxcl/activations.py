@@ -37,8 +37,27 @@ HARD_ASH_VARIANTS = ("code", "comment")
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_axis(x: Array, axis: int) -> int:
+def _is_traced(value: Any) -> bool:
+    """True for a JAX tracer: its value is known only at run time, so it is not checked."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def _check_int(name: str, value: Any) -> int:
+    """Returns ``value`` as a Python int; bools and floats are refused (they set shapes)."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a Python int (it sets a static shape), got {value!r} of type "
+            f"{type(value).__name__}."
+        ) from None
+
+
+def _check_axis(x: Array, axis: Any) -> int:
     """Returns ``axis`` normalised to ``[0, x.ndim)``, or raises ValueError."""
+    axis = _check_int("axis", axis)
     if x.ndim == 0:
         raise ValueError(f"x must have at least one axis, got a scalar of shape {x.shape}.")
     if not -x.ndim <= axis < x.ndim:
@@ -48,13 +67,7 @@ def _check_axis(x: Array, axis: int) -> int:
 
 def _check_positive_int(name: str, value: Any) -> int:
     """Returns ``value`` as a Python int >= 1; k and groups are static (they set shapes)."""
-    try:
-        ivalue = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a Python int (it sets a static shape), got {value!r} of type "
-            f"{type(value).__name__}."
-        ) from None
+    ivalue = _check_int(name, value)
     if ivalue < 1:
         raise ValueError(f"{name} must be >= 1, got {name}={ivalue}.")
     return ivalue
@@ -80,7 +93,67 @@ def _is_int_array(k: Any) -> bool:
 
 def _check_variant(variant: str) -> None:
     if variant not in HARD_ASH_VARIANTS:
-        raise ValueError(f"variant={variant!r} is not one of {HARD_ASH_VARIANTS}.")
+        raise ValueError(f"variant must be one of {sorted(HARD_ASH_VARIANTS)}, got {variant!r}.")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}.")
+
+
+def _check_real(name: str, value: Any, allowed: str, ok: Callable[[np.ndarray], Any]) -> None:
+    """Raises unless ``value`` (a real number or array) satisfies ``ok`` everywhere.
+
+    Traced values are skipped: they are known only at run time.
+    """
+    if _is_traced(value):
+        return
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = np.asarray(None)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}.")
+    # `not all(ok)` rather than a negated comparison, so that NaN is refused too.
+    if np.iscomplexobj(array) or not np.all(ok(array)):
+        raise ValueError(f"{name} must be {allowed}, got {name}={value!r}.")
+
+
+def _check_finite(name: str, value: Any) -> None:
+    _check_real(name, value, "a finite real number", np.isfinite)
+
+
+def _check_finite_positive(name: str, value: Any) -> None:
+    _check_real(name, value, "a finite real number > 0", lambda v: np.isfinite(v) & (v > 0))
+
+
+def _check_clip_max(clip_max: Any) -> None:
+    if clip_max is not None:
+        _check_real("clip_max", clip_max, "None or a real number > 0", lambda v: v > 0)
+
+
+# Checks of hyperparameters by name, shared by the functions (at trace time) and
+# get_activation (at construction). k is checked against the width when traced.
+_HPARAM_CHECKS: Mapping[str, Callable[[Any], Any]] = types.MappingProxyType(
+    {
+        "axis": functools.partial(_check_int, "axis"),
+        "k": lambda k: None if _is_int_array(k) else _check_positive_int("k", k),
+        "groups": functools.partial(_check_positive_int, "groups"),
+        "variant": _check_variant,
+        "alpha": functools.partial(_check_finite_positive, "alpha"),
+        "z_k": functools.partial(_check_finite, "z_k"),
+        "a": functools.partial(_check_finite_positive, "a"),
+        "d": functools.partial(_check_finite_positive, "d"),
+        "clip_max": _check_clip_max,
+        "stop_gradient": functools.partial(_check_bool, "stop_gradient"),
+        "relu_first": functools.partial(_check_bool, "relu_first"),
+    }
+)
+
+
+def _check_hparams(**hparams: Any) -> None:
+    for name, value in hparams.items():
+        _HPARAM_CHECKS[name](value)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -127,10 +200,26 @@ def kth_largest(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
     return jax.lax.slice_in_dim(values, values.shape[axis] - 1, None, axis=axis)
 
 
+def _std(x: Array, axis: int) -> Array:
+    """Population standard deviation (ddof=0) along ``axis``, with a finite gradient at 0.
+
+    ``jnp.std`` is ``sqrt(var)``, whose derivative ``1 / (2 sqrt(var))`` is infinite where a
+    row is constant (var = 0: a zero-initialised layer, or a variance that underflows), and
+    ``∞ · 0`` makes every gradient of the row NaN. σ(x) = ‖x − μ‖ / √n has a cone point
+    there; its symmetric subgradient is 0, which this gives by taking the square root of a
+    harmless 1 where var = 0 and selecting 0 (the "double where"). Values are ``jnp.std``'s
+    bit for bit. (Rows whose squares overflow the dtype, |x| > 1.8e19 in float32, overflow
+    var itself: that is outside the range of this statistic, not a gradient problem.)
+    """
+    var = jnp.var(x, axis=axis, keepdims=True)
+    constant = var == 0
+    return jnp.where(constant, 0.0, jnp.sqrt(jnp.where(constant, 1.0, var)))
+
+
 def _gate_input(x: Array, alpha: float, z_k: float, axis: int) -> Array:
     """α(x − μ − z_k σ) with μ, σ the mean and population std along ``axis``."""
     mu = jnp.mean(x, axis=axis, keepdims=True)
-    sigma = jnp.std(x, axis=axis, keepdims=True)  # ddof=0, as jnp.std in the Hard ASH code
+    sigma = _std(x, axis)  # ddof=0, as jnp.std in the Hard ASH code
     return alpha * (x - mu - z_k * sigma)
 
 
@@ -159,18 +248,22 @@ def hard_ash(
 
     Ties: none (elementwise after the statistics).
 
-    .. warning:: If all entries along ``axis`` are equal, σ = 0 and the gradient of σ is NaN
-       (as with ``jnp.std`` in the original code); the forward value is finite.
+    Constant rows (σ = 0, e.g. a zero-initialised layer): the value is as defined; the
+    gradient takes σ's subgradient 0 there, where ``jnp.std`` in the original code gives NaN.
 
     Args:
       x: pre-activations, any float dtype; statistics are taken along ``axis``.
-      alpha: gate slope α.
-      z_k: threshold in standard deviations above the mean.
+      alpha: gate slope α, finite and > 0 (a scalar or an array broadcastable to ``x``).
+      z_k: threshold in standard deviations above the mean, finite (any sign).
       axis: the unit axis.
       variant: ``"code"`` or ``"comment"``.
 
     Returns:
       Array of ``x``'s shape and dtype.
+
+    Raises:
+      ValueError: alpha or z_k not finite, alpha <= 0, or an unknown variant (traced alpha and
+        z_k are not checked).
 
     Example:
       >>> hard_ash(jnp.array([1.0, 3.0]), alpha=3.0, z_k=-1.0).tolist()  # μ=2, σ=1, τ=1
@@ -180,7 +273,7 @@ def hard_ash(
       Keskinen, arXiv 2404.17651; ``LesserScholar/hard-ash`` ``02_run_experiments.py``
       ``hard_ash`` (commit 7fbb1ed).
     """
-    _check_variant(variant)
+    _check_hparams(alpha=alpha, z_k=z_k, variant=variant)
     x = jnp.asarray(x)
     axis = _check_axis(x, axis)
     gate = jax.nn.hard_sigmoid(_gate_input(x, alpha, z_k, axis))  # = relu6(u + 3) / 6
@@ -193,20 +286,25 @@ def ash(x: ArrayLike, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1) -
     """Adaptive SwisH with fixed α and z_k, as in the Hard ASH code.
 
     ``y = x · sigmoid(α (x − μ − z_k σ))`` with μ, σ the mean and population std along
-    ``axis``; gradients flow through μ and σ. Ties: none (elementwise after the statistics).
+    ``axis``; gradients flow through μ and σ (σ's gradient is 0 on a constant row, as in
+    :func:`hard_ash`). Ties: none (elementwise after the statistics).
 
     Args:
       x: pre-activations; statistics along ``axis``.
-      alpha: sigmoid slope α.
-      z_k: threshold in standard deviations above the mean.
+      alpha: sigmoid slope α, finite and > 0.
+      z_k: threshold in standard deviations above the mean, finite.
       axis: the unit axis.
 
     Returns:
       Array of ``x``'s shape and dtype.
 
+    Raises:
+      ValueError: alpha or z_k not finite, or alpha <= 0 (traced values are not checked).
+
     References:
       Lee et al. 2022 (ASH, where z_k is trainable); ``LesserScholar/hard-ash`` ``ash``.
     """
+    _check_hparams(alpha=alpha, z_k=z_k)
     x = jnp.asarray(x)
     axis = _check_axis(x, axis)
     return x * jax.nn.sigmoid(_gate_input(x, alpha, z_k, axis))
@@ -255,9 +353,9 @@ def topk_subtract(
       k: static int, ``1 <= k <= x.shape[axis]`` (the value subtracted is the k-th largest),
         or an integer array scalar (see :func:`kth_largest`).
       axis: the unit axis.
-      stop_gradient: detach v (SDM) or let gradients flow through it (Hard ASH).
-      relu_first: apply ReLU before ranking and subtracting (SDM).
-      clip_max: upper clip of the output, or None for no upper clip.
+      stop_gradient: bool, detach v (SDM) or let gradients flow through it (Hard ASH).
+      relu_first: bool, apply ReLU before ranking and subtracting (SDM).
+      clip_max: upper clip of the output (> 0), or None for no upper clip.
       coefficient: r, a scalar or an array of shape ``[x.shape[axis]]``; cast to x's dtype.
 
     Returns:
@@ -274,6 +372,7 @@ def topk_subtract(
       ``LesserScholar/hard-ash`` ``topk_subtract``; ``TrentBrick/SDMContinualLearner``
       ``models/TopK_Act.py`` ``Top_K.forward``.
     """
+    _check_hparams(stop_gradient=stop_gradient, relu_first=relu_first, clip_max=clip_max)
     x = jnp.asarray(x)
     axis = _check_axis(x, axis)
     r = jnp.asarray(coefficient, dtype=x.dtype)
@@ -369,21 +468,35 @@ def lwta(x: ArrayLike, *, groups: int, axis: int = -1) -> Array:
 def elephant(x: ArrayLike, *, a: float = 0.16, d: float = 4.0) -> Array:
     """Elephant activation ``y = 1 / (1 + |x / a|^d)`` (Lan & Mahmood 2023).
 
+    Gradients are finite everywhere: where ``|x / a|^d`` overflows (y = 0) the gradient is
+    0, and at x = 0 (y = 1, a cusp with infinite slope when d < 1) it is the symmetric
+    subgradient 0. Values are the formula's bit for bit.
+
     Args:
       x: pre-activations.
-      a: width; Hard ASH code default 0.16.
-      d: sharpness; 4 in the Hard ASH code.
+      a: width, finite and > 0; Hard ASH code default 0.16.
+      d: sharpness, finite and > 0 (a scalar); 4 in the Hard ASH code.
 
     Returns:
       Array of ``x``'s shape and dtype.
 
+    Raises:
+      ValueError: a or d not finite or not > 0 (traced values are not checked).
+
     References:
       Lan & Mahmood, arXiv 2310.01365; ``LesserScholar/hard-ash`` ``elephant``.
     """
+    _check_hparams(a=a, d=d)
     x = jnp.asarray(x)
     # An integral exponent takes lax.integer_pow (multiplications) rather than exp/log.
-    power = int(d) if float(d).is_integer() else d
-    return 1.0 / (1.0 + jnp.abs(x / a) ** power)
+    power = d if _is_traced(d) or not float(d).is_integer() else int(d)
+    r = jnp.abs(x / a)
+    # At r = 0 and where r^d overflows, the chain rule multiplies ∞ by 0 (NaN): evaluate the
+    # power at a harmless r = 1 there and select the exact value (1 or 0) instead.
+    zero = r == 0
+    edge = zero | jnp.isinf(r**power)
+    y = 1.0 / (1.0 + jnp.where(edge, 1.0, r) ** power)
+    return jnp.where(edge, jnp.where(zero, 1.0, 0.0), y)
 
 
 def relu(x: ArrayLike) -> Array:
@@ -407,8 +520,13 @@ def hard_sigmoid(x: ArrayLike) -> Array:
 
 
 def gumbel(x: ArrayLike) -> Array:
-    """Gumbel CDF ``y = exp(−exp(−x))``, as in the Hard ASH code."""
-    return jnp.exp(-jnp.exp(-jnp.asarray(x)))
+    """Gumbel CDF ``y = exp(−exp(−x))``, as in the Hard ASH code.
+
+    Below x = −10, y = exp(−22026) is exactly 0 in every float dtype (float64 underflows
+    below exp(−745)), so x is clamped there: the values are unchanged, and the gradient is 0
+    instead of ``0 · ∞ = NaN`` where ``exp(−x)`` overflows (x < −88.7 in float32).
+    """
+    return jnp.exp(-jnp.exp(-jnp.maximum(jnp.asarray(x), -10.0)))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -440,9 +558,10 @@ ACTIVATIONS: Mapping[str, Callable[..., Array]] = types.MappingProxyType(
 def get_activation(name: str, **hparams: Any) -> Callable[[Array], Array]:
     """Returns the activation ``name`` with ``hparams`` bound as keyword arguments.
 
-    Static hyperparameters are checked here when possible (``k`` and ``groups`` must be
-    positive ints, ``variant`` must be known); ranges that depend on the input width are
-    checked when the function is traced.
+    Hyperparameters are checked here when possible (``k`` and ``groups`` must be positive
+    ints, ``variant`` known, ``alpha``, ``a`` and ``d`` finite and > 0, ``z_k`` finite,
+    ``clip_max`` None or > 0, ``stop_gradient`` and ``relu_first`` bools); ranges that depend
+    on the input width are checked when the function is traced.
 
     Args:
       name: a key of ``ACTIVATIONS``.
@@ -453,7 +572,7 @@ def get_activation(name: str, **hparams: Any) -> Callable[[Array], Array]:
 
     Raises:
       ValueError: unknown ``name`` (the message lists the valid names) or bad values.
-      TypeError: a hyperparameter the function does not take.
+      TypeError: a hyperparameter the function does not take, or of the wrong type.
 
     Example:
       >>> f = get_activation("topk_mask", k=2)
@@ -476,9 +595,5 @@ def get_activation(name: str, **hparams: Any) -> Callable[[Array], Array]:
     ]
     if required:
         raise TypeError(f"Activation {name!r} requires hyperparameters {required}.")
-    for key in ("k", "groups"):
-        if key in hparams:
-            _check_positive_int(key, hparams[key])
-    if "variant" in hparams:
-        _check_variant(hparams["variant"])
+    _check_hparams(**{key: v for key, v in hparams.items() if key in _HPARAM_CHECKS})
     return functools.partial(fn, **hparams) if hparams else fn

@@ -4,7 +4,24 @@ Each experiment accepts ``--seeds N``, ``--out DIR``, ``--quick`` and
 ``--methods NAME[,NAME...]``; ``--help`` lists the method names. Long runs also take
 ``--checkpoint-every N`` (tasks between checkpoints), ``--seed-chunk N`` and
 ``--no-checkpoint``: re-running the same command with the same ``--out`` resumes, and
-methods already finished are not run again (see :mod:`jaxcl.execution`).
+methods already finished are not run again (see :mod:`jaxcl.execution`). A method's
+checkpoint fingerprint is its whole configuration (optimizer and model hyperparameters,
+data sizes) and the library version, so a changed hyperparameter is refused, never mixed.
+
+Errors. Every flag is checked while parsing, before any data is loaded or compiled,
+``--out`` included (a writable directory, created if needed). :func:`main` runs an
+experiment as a command: an error prints one line and exits with status 2 for a command
+line that cannot run (:class:`UsageError`) and 1 for a failure while running; ``--debug``
+or ``JAXCL_DEBUG=1`` also prints the traceback.
+
+Results of several commands. ``--out`` collects rows: a run of ``--methods a`` into a
+directory whose ``results.json`` holds rows ``a`` and ``b`` replaces row ``a``, keeps row
+``b``, and rebuilds ``table.md`` and the plots from both (:func:`previous_results`). Rows
+are merged only when they come from the same experiment, the same run-level configuration
+(``--seeds``, ``--quick``, dataset, ...) and the same library version; otherwise a run
+that would keep old rows is refused before it starts (re-run those methods too, use
+another ``--out``, or delete the old ``results.json``). When every old row is re-run, the
+results are written fresh.
 """
 
 from __future__ import annotations
@@ -12,13 +29,115 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxcl import execution
+import jaxcl
+from jaxcl import execution, report
 from jaxcl.engine import Results, Run
+
+DEBUG_ENV = "JAXCL_DEBUG"
+
+
+class UsageError(ValueError):
+    """A command line that cannot run (a bad flag value, an unusable ``--out``): status 2."""
+
+
+class ExperimentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that raises :class:`UsageError` and checks ``--out`` once parsed."""
+
+    def error(self, message: str) -> None:
+        # argparse says "argument --seeds: must be ..."; the project's form is "--seeds must be".
+        match = re.fullmatch(r"argument (\S+): (must .*)", message, flags=re.DOTALL)
+        raise UsageError(" ".join(match.groups()) if match else message)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if getattr(parsed, "out", None) is not None:  # last: every other flag is valid
+            parsed.out = writable_directory(parsed.out)
+        return parsed
+
+
+def _int_in(text: str, minimum: int, maximum: float, allowed: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not minimum <= value <= maximum:
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer >= 1."""
+    return _int_in(text, 1, math.inf, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0."""
+    return _int_in(text, 0, math.inf, "an integer >= 0")
+
+
+def int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    """``argparse`` type: an integer in ``[minimum, maximum]``."""
+    return lambda text: _int_in(text, minimum, maximum, f"an integer in [{minimum}, {maximum}]")
+
+
+def finite_float(text: str) -> float:
+    """``argparse`` type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """``argparse`` type: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def method_names(methods: Sequence[str]) -> Callable[[str], list[str]]:
+    """``argparse`` type of ``--methods``: comma-separated names among ``methods``."""
+
+    def parse(text: str) -> list[str]:
+        wanted = [m.strip() for m in text.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in methods]
+        if unknown or not wanted:
+            raise argparse.ArgumentTypeError(
+                f"must be comma-separated method names, got {', '.join(unknown) or repr(text)}; "
+                f"valid names: {', '.join(methods)}"
+            )
+        return wanted
+
+    return parse
+
+
+def writable_directory(path: str | os.PathLike) -> Path:
+    """``path`` as a directory a file can be created in (made if missing), else UsageError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out must be a directory, got the file {str(path)!r}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # the only reliable test (root, read-only mounts)
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--out must be a writable directory, got {str(path)!r} ({err.strerror})"
+        ) from err
+    return path
 
 
 def experiment_parser(
@@ -28,34 +147,45 @@ def experiment_parser(
     default_seeds: int = 5,
     default_out: str = "results",
     resumable: bool = True,
-) -> argparse.ArgumentParser:
-    """An ``argparse`` parser with the common flags; add experiment flags to it.
+) -> ExperimentParser:
+    """A parser with the common flags, every value checked; add experiment flags to it.
 
     ``resumable=False`` leaves out the checkpoint flags (for runs that take seconds).
     """
-    parser = argparse.ArgumentParser(
+    parser = ExperimentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, default=default_seeds, help="seeds, run vmapped")
-    parser.add_argument("--out", default=default_out, help="results directory")
+    parser.add_argument(
+        "--seeds", type=positive_int, default=default_seeds, help="seeds, run vmapped"
+    )
+    parser.add_argument(
+        "--out", default=default_out, help="results directory (rows of other methods are kept)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="seconds-long smoke configuration (used by tests)"
     )
     parser.add_argument(
         "--methods",
+        type=method_names(methods),
         default=None,
         help="comma-separated subset of rows to run; valid: " + ", ".join(methods),
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show tracebacks on errors (also {DEBUG_ENV}=1)"
     )
     if not resumable:
         return parser
     parser.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="tasks per compiled chunk, checkpointed after each (0: a tenth of the stream)",
     )
     parser.add_argument(
-        "--seed-chunk", type=int, default=0, help="seeds run at once (0: as many as fit)"
+        "--seed-chunk",
+        type=non_negative_int,
+        default=0,
+        help="seeds run at once (0: as many as fit)",
     )
     parser.add_argument(
         "--no-checkpoint", action="store_true", help="do not save checkpoints under --out"
@@ -65,8 +195,6 @@ def experiment_parser(
 
 def chunk_size(args: argparse.Namespace, num_tasks: int) -> int:
     """Tasks per compiled chunk: ``--checkpoint-every``, else about a tenth of the stream."""
-    if args.checkpoint_every < 0:
-        raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     return args.checkpoint_every or max(1, math.ceil(num_tasks / 10))
 
 
@@ -80,6 +208,11 @@ def run_method(
 ) -> Results:
     """Runs seeds ``0..--seeds−1`` of one method, checkpointed under ``--out``.
 
+    ``config`` must hold everything that can change the method's results (optimizer and
+    model hyperparameters, data sizes): with ``--quick`` and the library version it is the
+    checkpoint's fingerprint, so resuming or reading back a finished method after any of
+    them changed is refused (:class:`jaxcl.checkpoint.ConfigMismatchError`).
+
     ``final_diagnostics`` measures the trained learners (see
     :func:`jaxcl.execution.run_seeds`).
     """
@@ -90,7 +223,12 @@ def run_method(
         run,
         range(args.seeds),
         checkpoint_dir=checkpoint_dir,
-        fingerprint={"method": method, "quick": args.quick, **dict(config)},
+        fingerprint={
+            "method": method,
+            "quick": args.quick,
+            "jaxcl_version": jaxcl.__version__,
+            **dict(config),
+        },
         seed_chunk_size=args.seed_chunk or None,
         progress=sys.stderr.isatty(),
         final_diagnostics=final_diagnostics,
@@ -99,15 +237,87 @@ def run_method(
 
 def selected_methods(args: argparse.Namespace, methods: Sequence[str]) -> list[str]:
     """The methods named by ``--methods`` (all when absent), in the table's order."""
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be a positive integer, got {args.seeds}")
     if args.methods is None:
         return list(methods)
-    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in wanted if m not in methods]
-    if unknown or not wanted:
-        raise ValueError(
-            f"--methods got unknown name(s) {unknown or args.methods!r}; "
-            f"valid names: {', '.join(methods)}"
+    return [m for m in methods if m in args.methods]
+
+
+def previous_results(
+    args: argparse.Namespace,
+    *,
+    experiment: str,
+    config: Mapping[str, Any],
+    methods: Sequence[str],
+) -> dict[str, Any]:
+    """The ``results.json`` already in ``--out`` whose rows this run keeps (module docstring).
+
+    Call it before loading data; merge its ``"rows"`` with the new rows by
+    :func:`jaxcl.report.merge_rows` and pass ``config`` to :func:`jaxcl.report.write_results`.
+
+    Args:
+      args: the parsed flags (``--out``).
+      experiment: the experiment's name in ``results.json``.
+      config: the run-level configuration shared by every row (no timings).
+      methods: the methods this run writes rows for.
+
+    Returns:
+      The previous payload with only the rows of other methods, or ``{"rows": []}`` when
+      there is nothing to keep.
+
+    Raises:
+      UsageError: ``--out`` holds another experiment's results, or rows that this run would
+        keep but that come from another run-level configuration or library version.
+    """
+    path = Path(args.out) / "results.json"
+    try:
+        previous = report.read_results(path)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    if previous is None:
+        return {"rows": []}
+    if previous.get("experiment") != experiment:
+        raise UsageError(
+            f"--out {str(args.out)!r} holds results of the experiment "
+            f"{previous.get('experiment')!r}, not {experiment!r}; use another --out"
         )
-    return [m for m in methods if m in wanted]
+    kept = [row for row in previous["rows"] if row["method"] not in methods]
+    there = {**previous.get("config", {}), "jaxcl_version": previous.get("jaxcl_version")}
+    now = {**report.json_ready(config), "jaxcl_version": jaxcl.__version__}
+    diff = [
+        f"{key}: {there.get(key)!r} there, {now.get(key)!r} now"
+        for key in sorted(there.keys() | now.keys())
+        if there.get(key) != now.get(key)
+    ]
+    if not diff:
+        return {**previous, "rows": kept}
+    if not kept:  # every old row is re-run: fresh results, nothing of the old run kept
+        return {"rows": []}
+    raise UsageError(
+        f"--out {str(args.out)!r} holds rows ({', '.join(r['method'] for r in kept)}) of "
+        f"another run configuration ({'; '.join(diff)}); re-run those methods too, use "
+        f"another --out, or delete {str(path)!r}"
+    )
+
+
+def main(experiment_main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:
+    """Runs ``experiment_main(argv)`` as a command: one-line errors and exit statuses.
+
+    A :class:`UsageError` exits with status 2, any other exception with status 1, each
+    after one line on stderr; ``--debug`` in ``argv`` or ``JAXCL_DEBUG=1`` also prints the
+    traceback. Interruptions (``SystemExit``, ``KeyboardInterrupt``) pass through.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        experiment_main(argv)
+    except Exception as err:
+        debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        if debug:
+            traceback.print_exc()
+        lines = str(err).strip().splitlines()
+        message = lines[0] if lines else ""
+        if not isinstance(err, UsageError):
+            message = f"{type(err).__name__}: {message}".rstrip(": ")
+            if not debug:
+                message += f" (--debug or {DEBUG_ENV}=1 shows the traceback)"
+        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(err, UsageError) else 1) from None

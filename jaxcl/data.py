@@ -1,21 +1,33 @@
 """Datasets from tensorflow-datasets as numpy arrays, converted once and cached.
 
 Data are read with ``tfds.data_source`` (array_record, random access, no TensorFlow) from
-``data_dir``, else ``$TFDS_DATA_DIR``, else tfds's default directory. Nothing is ever
-downloaded: a missing dataset is a :class:`DatasetNotFoundError` that names the dataset,
-the directories searched and how to provide the data.
+the first of these that holds a prepared copy: the ``data_dir`` argument, ``$TFDS_DATA_DIR``,
+``../shared/data/tfds`` beside the checkout (relative to the repository root) and tfds's
+default directory ``~/tensorflow_datasets``. A dataset found nowhere is downloaded and
+prepared by tfds into ``data_dir``, else ``$TFDS_DATA_DIR``, else the default directory,
+unless downloads are off (``download=False`` or ``$JAXCL_NO_DOWNLOAD`` set, as in the
+tests) or the download hosts cannot be reached within a few seconds; then a
+:class:`DatasetNotFoundError` names the dataset, every directory searched and the remedy.
 
 The decoded arrays are cached as ``.npz`` under ``$JAXCL_CACHE_DIR`` (default
 ``~/.cache/jaxcl``), keyed by dataset, version and split, so the PNG decoding (about 5 s
-for 60k MNIST images) happens once per machine.
+for 60k MNIST images) happens once per machine. A SHA-256 beside each cache file is
+checked on every load: a damaged cache is reported by name and rebuilt, never read.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
+import io
 import os
+import socket
+import warnings
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -52,29 +64,120 @@ class ArrayDataset(NamedTuple):
     num_classes: int
 
 
+# The repository root is the parent of the package directory; the project's shared data
+# sit beside the checkout.
+_SHARED_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tfds"
+# Seconds to wait for a TCP connection to a download host before calling the machine offline
+# (tfds itself retries a failed connection for minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+
 def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The tfds data directories searched, in order: argument, ``$TFDS_DATA_DIR``, default."""
-    if data_dir is not None:
-        return [Path(data_dir)]
-    dirs = []
+    """The tfds data directories searched, in order.
+
+    The ``data_dir`` argument, ``$TFDS_DATA_DIR``, ``../shared/data/tfds`` beside the
+    checkout, then tfds's default ``~/tensorflow_datasets``.
+    """
+    dirs = [] if data_dir is None else [Path(data_dir)]
     if os.environ.get("TFDS_DATA_DIR"):
         dirs.append(Path(os.environ["TFDS_DATA_DIR"]))
-    dirs.append(Path.home() / "tensorflow_datasets")
-    return dirs
+    return [*dirs, _SHARED_DATA_DIR, Path.home() / "tensorflow_datasets"]
 
 
-def _find_version_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
-    searched = data_dirs(data_dir)
-    for root in searched:
+def _download_dir(data_dir: str | os.PathLike | None) -> Path:
+    """Where a missing dataset is prepared: as tfds would, never the shared directory."""
+    if data_dir is not None:
+        return Path(data_dir)
+    return Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+
+
+def _prepared_version_dir(name: str, dirs: list[Path]) -> Path | None:
+    for root in dirs:
         versions = sorted((root / name).glob("*/dataset_info.json"))
         if versions:
             return versions[-1].parent  # the newest prepared version
+    return None
+
+
+def available(name: str, *, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether a prepared copy of ``name`` is in one of :func:`data_dirs` (never downloads)."""
+    return _prepared_version_dir(name, data_dirs(data_dir)) is not None
+
+
+def _check_reachable(urls) -> None:
+    """Raises OSError unless a TCP connection to every download host opens quickly."""
+    hosts = set()
+    for url in urls:
+        parts = urlsplit(url)
+        hosts.add((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+    for host, port in sorted(hosts):
+        try:
+            with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+                pass
+        except OSError as err:
+            raise OSError(
+                f"no connection to {host}:{port} within {CONNECT_TIMEOUT_S:g} s: {err!r}"
+            ) from err
+
+
+def _tensorflow_installed() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _download_and_prepare(name: str, target: Path) -> None:
+    """Lets tfds download ``name`` and prepare it as array_record under ``target``.
+
+    Raises:
+      RuntimeError: the download or preparation failed; the message says why.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=str(target), file_format="array_record")
+    except tfds.core.registered.DatasetNotFoundError as err:
+        raise RuntimeError(f"tfds does not know it: {err}") from err
+    try:
+        _check_reachable(builder.url_infos or {})
+    except OSError as err:
+        raise RuntimeError(f"its download hosts are unreachable (offline?): {err}") from err
+    if not _tensorflow_installed():
+        raise RuntimeError(
+            "tfds encodes the images with TensorFlow while preparing: install it once with "
+            "`pip install -e '.[download]'`"
+        )
+    try:
+        builder.download_and_prepare(file_format="array_record")
+    except (OSError, tfds.download.DownloadError) as err:
+        raise RuntimeError(f"tfds could not download and prepare it: {err}") from err
+
+
+def _find_version_dir(
+    name: str, data_dir: str | os.PathLike | None, download: bool | None = None
+) -> Path:
+    searched = data_dirs(data_dir)
+    found = _prepared_version_dir(name, searched)
+    if found is not None:
+        return found
+    if download is None:
+        download = not os.environ.get("JAXCL_NO_DOWNLOAD")
+    if not download:
+        why = "downloads are off (download=False or $JAXCL_NO_DOWNLOAD is set)"
+    else:
+        target = _download_dir(data_dir)
+        try:
+            _download_and_prepare(name, target)
+        except RuntimeError as err:
+            why = f"downloading it into {target} failed: {err}"
+        else:
+            found = _prepared_version_dir(name, [target])
+            if found is not None:
+                return found
+            why = f"tfds prepared nothing under {target}"
     raise DatasetNotFoundError(
         f"dataset {name!r} was not found; searched {[str(d) for d in searched]} for "
-        f"'{name}/<version>/dataset_info.json'. Provide a prepared tfds copy (array_record "
-        f"format) and point to it with data_dir=... or TFDS_DATA_DIR=...; in this project "
-        f"MNIST and Fashion-MNIST are in ../shared/data/tfds (see its README). jaxcl never "
-        f"downloads data."
+        f"'{name}/<version>/dataset_info.json', and {why}. Provide a prepared tfds copy "
+        f"(array_record format) and point to it with data_dir=... or TFDS_DATA_DIR=...; in "
+        f"this project MNIST and Fashion-MNIST are in ../shared/data/tfds beside the checkout."
     )
 
 
@@ -110,44 +213,94 @@ def _num_classes(version_dir: Path) -> int:
     raise ValueError(f"no class label feature found in {version_dir}")
 
 
+def _checksum_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".sha256")
+
+
+def _read_cache(cache: Path, stamp: int) -> ArrayDataset | None:
+    """The cached arrays, or None if the cache is missing, stale or damaged (with a warning)."""
+    try:
+        raw = cache.read_bytes()
+    except FileNotFoundError:
+        return None
+    checksum = _checksum_path(cache)
+    expected = checksum.read_text().strip() if checksum.exists() else None
+    if hashlib.sha256(raw).hexdigest() != expected:
+        problem = "has no checksum file" if expected is None else "fails its SHA-256 check"
+        warnings.warn(
+            f"data cache {cache} {problem} ({checksum.name}): it is damaged or incomplete; "
+            f"rebuilding it from the tfds source",
+            stacklevel=4,
+        )
+        return None
+    try:
+        with np.load(io.BytesIO(raw)) as z:
+            if int(z["stamp"]) != stamp:
+                return None  # the tfds copy was re-prepared since
+            return ArrayDataset(
+                z["train_x"], z["train_y"], z["test_x"], z["test_y"], int(z["num_classes"])
+            )
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as err:
+        warnings.warn(
+            f"data cache {cache} is unreadable ({err}); rebuilding it from the tfds source",
+            stacklevel=4,
+        )
+        return None
+
+
+def _write_cache(cache: Path, stamp: int, data: ArrayDataset) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, stamp=stamp, **data._asdict())
+    raw = buffer.getvalue()
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    tmp_checksum = cache.with_name(f"{cache.name}.sha256.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(raw)
+        tmp_checksum.write_text(hashlib.sha256(raw).hexdigest() + "\n")
+        # A crash between the two renames leaves a mismatch, which the next load rebuilds.
+        os.replace(tmp, cache)
+        os.replace(tmp_checksum, _checksum_path(cache))
+    except OSError:
+        pass  # a read-only or full cache directory only costs the decoding time next run
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_checksum.unlink(missing_ok=True)
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, version_dir: Path) -> ArrayDataset:
     cache = _cache_dir() / f"{name}-{version_dir.name}.npz"
     # The cache key includes the source file's mtime, so a re-prepared copy is re-read.
     stamp = int((version_dir / "dataset_info.json").stat().st_mtime)
-    if cache.exists():
-        with np.load(cache) as z:
-            if int(z["stamp"]) == stamp:
-                return ArrayDataset(
-                    z["train_x"], z["train_y"], z["test_x"], z["test_y"], int(z["num_classes"])
-                )
-    train_x, train_y = _read_split(version_dir, name, "train")
-    test_x, test_y = _read_split(version_dir, name, "test")
-    data = ArrayDataset(train_x, train_y, test_x, test_y, _num_classes(version_dir))
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, stamp=stamp, **data._asdict())
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only cache directory only costs the decoding time next run
+    data = _read_cache(cache, stamp)
+    if data is None:
+        train_x, train_y = _read_split(version_dir, name, "train")
+        test_x, test_y = _read_split(version_dir, name, "test")
+        data = ArrayDataset(train_x, train_y, test_x, test_y, _num_classes(version_dir))
+        _write_cache(cache, stamp, data)
     return data
 
 
-def load(name: str, *, data_dir: str | os.PathLike | None = None) -> ArrayDataset:
+def load(
+    name: str, *, data_dir: str | os.PathLike | None = None, download: bool | None = None
+) -> ArrayDataset:
     """Loads a tfds image-classification dataset's train and test splits as uint8 arrays.
 
     Args:
       name: tfds name, e.g. ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``.
-      data_dir: tfds data directory; default ``$TFDS_DATA_DIR`` then ``~/tensorflow_datasets``.
+      data_dir: tfds data directory searched first (see :func:`data_dirs` for the rest).
+      download: whether a dataset found nowhere may be downloaded and prepared by tfds;
+        default: yes unless ``$JAXCL_NO_DOWNLOAD`` is set.
 
     Returns:
       An :class:`ArrayDataset` with images ``[N, H, W, C]`` uint8 and int32 labels.
 
     Raises:
-      DatasetNotFoundError: the dataset is in none of the searched directories.
+      DatasetNotFoundError: the dataset is in none of the searched directories and could
+        not be downloaded.
     """
-    return _load_cached(name, _find_version_dir(name, data_dir).resolve())
+    return _load_cached(name, _find_version_dir(name, data_dir, download).resolve())
 
 
 def preprocess(

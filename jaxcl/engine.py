@@ -16,6 +16,7 @@ another; each seed records the first step where its loss stopped being finite.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -120,9 +121,36 @@ def _place(tree: PyTree, sharding: NamedSharding | None) -> PyTree:
     return tree if sharding is None else jax.device_put(tree, sharding)
 
 
+def _seed(seed: Any) -> int:
+    """``seed`` as an int in ``[0, 2**32)``, or raises.
+
+    PRNGKey keeps a seed's low 32 bits, so outside that range distinct seeds share a key
+    (-1 gives the key of 2**32 - 1, 2**32 that of 0).
+    """
+    try:
+        if isinstance(seed, (bool, np.bool_)):
+            raise TypeError
+        value = operator.index(seed)
+    except TypeError:
+        raise TypeError(
+            f"seeds must be ints in [0, 2**32), got {seed!r} of type {type(seed).__name__}"
+        ) from None
+    if not 0 <= value < 2**32:
+        raise ValueError(f"seeds must be ints in [0, 2**32), got {seed!r}")
+    return value
+
+
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
-    """``[S, 2]`` keys, one ``PRNGKey(seed)`` per seed: a seed's key never depends on S."""
-    return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+    """``[S, 2]`` keys, one ``PRNGKey(seed)`` per seed: a seed's key never depends on S.
+
+    Raises:
+      TypeError: a seed that is not an int (floats and bools are refused, not truncated).
+      ValueError: no seeds, or a seed outside ``[0, 2**32)``.
+    """
+    values = [_seed(s) for s in seeds]
+    if not values:
+        raise ValueError("seeds must be a non-empty sequence of ints, got no seeds")
+    return jnp.stack([jax.random.PRNGKey(v) for v in values])
 
 
 def _positive_int(value: Any) -> bool:

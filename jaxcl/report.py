@@ -2,8 +2,12 @@
 
 Every ``experiments/*.py`` writes the same ``results.json`` shape (DESIGN.md)::
 
-    {"experiment": str, "config": {...},
-     "rows": [{"method": str, "metrics": {name: {"mean", "ci95", "per_seed"}}}]}
+    {"experiment": str, "config": {...}, "jaxcl_version": str,
+     "rows": [{"method": str, "metrics": {name: {"mean", "ci95", "per_seed"}}, ...}]}
+
+``config`` is the run-level configuration shared by every row; each row records its own
+method configuration. Rows of several runs are combined by :func:`merge_rows` (see
+:func:`jaxcl.cli.previous_results` for when that is allowed).
 
 A write goes to a temporary file in the target directory and is renamed over the final
 name, so a crash never leaves a half-written file behind.
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcl import metrics
+from jaxcl import __version__, metrics
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -58,14 +62,71 @@ def write_results(
     experiment: str,
     config: Mapping[str, Any],
     rows: Sequence[Mapping[str, Any]],
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Writes ``results.json`` into ``out_dir`` (atomically) and returns its path."""
+    """Writes ``results.json`` into ``out_dir`` (atomically) and returns its path.
+
+    ``extra`` adds top-level entries that are not rows (e.g. a timing measurement).
+    """
     for row in rows:
         if "method" not in row or "metrics" not in row:
             raise ValueError(f"each row needs 'method' and 'metrics' keys, got {sorted(row)}")
-    payload = {"experiment": experiment, "config": dict(config), "rows": list(rows)}
+    payload = {
+        "experiment": experiment,
+        "config": dict(config),
+        "jaxcl_version": __version__,
+        "rows": list(rows),
+        **dict(extra or {}),
+    }
     text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default)
     return atomic_write_text(Path(out_dir) / "results.json", text + "\n")
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` as results.json stores it (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A ``results.json`` payload, or None when ``path`` does not exist.
+
+    Raises:
+      ValueError: the file is not a results.json (unreadable JSON, no rows), naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if not all(isinstance(row.get("method"), str) for row in payload["rows"]):
+            raise ValueError("a row without a method name")
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+        raise ValueError(
+            f"{str(path)!r} is not a readable results.json ({err}); move it away or delete it"
+        ) from err
+    return payload
+
+
+def merge_rows(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], *, order: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """``old`` and ``new`` rows, one per method: a new row replaces an old one of its method.
+
+    Rows are sorted by ``order`` (the table's canonical method order); methods not in it
+    (e.g. renamed since) follow in their previous order.
+    """
+    by_method = {row["method"]: row for row in old}
+    by_method.update({row["method"]: row for row in new})
+    rank = {method: i for i, method in enumerate(order)}
+    return sorted(by_method.values(), key=lambda row: rank.get(row["method"], len(rank)))
+
+
+def per_seed(row: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A row's per-seed values of every metric, as float64 arrays (NaN where null)."""
+    return {
+        name: np.asarray(stat["per_seed"], dtype=np.float64)
+        for name, stat in row["metrics"].items()
+    }
 
 
 def _json_default(obj: Any) -> Any:

@@ -103,6 +103,21 @@ def _check_head(head: str) -> None:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
 
 
+def _check_count(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuses anything but an int >= 1 (or None when ``optional``).
+
+    A size goes into a slice ``[:n]``, where -1 would silently drop the last example and a
+    float or bool would be misread, so each is refused by name.
+    """
+    allowed = ("None or " if optional else "") + "an int >= 1"
+    if optional and value is None:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
 def from_class_groups(
     data: data_lib.ArrayDataset,
     groups: Sequence[Sequence[int]],
@@ -120,13 +135,19 @@ def from_class_groups(
       groups: the classes of each task, e.g. ``[(0, 1), (2, 3), ...]``.
       head: ``"shared"`` (class-incremental) or ``"task"`` (task-incremental).
       input_perm: optional ``[T, D]`` per-task permutation.
-      max_train_per_task: keep only the first this many training examples per task
-        (smoke configurations).
-      max_test_per_task: keep only the first this many test examples per task (long
-        streams evaluate every task after every task).
+      max_train_per_task: None (all) or an int >= 1: keep only the first this many
+        training examples per task (smoke configurations).
+      max_test_per_task: None (all) or an int >= 1: keep only the first this many test
+        examples per task (long streams evaluate every task after every task).
       task_names: defaults to the classes joined by "/".
+
+    Raises:
+      ValueError, TypeError: an unknown head, bad groups, or a subset size that is not None
+        or an int >= 1.
     """
     _check_head(head)
+    _check_count("max_train_per_task", max_train_per_task, optional=True)
+    _check_count("max_test_per_task", max_test_per_task, optional=True)
     if data.train_x.ndim != 2:
         raise ValueError(f"inputs must be flattened [N, D], got shape {data.train_x.shape}")
     if not groups:
@@ -182,6 +203,7 @@ def split(
 ) -> Scenario:
     """Split-X: consecutive class groups {0,1}, {2,3}, ... (Split-MNIST for MNIST)."""
     c = data.num_classes
+    _check_count("classes_per_task", classes_per_task)
     if not 1 <= classes_per_task <= c or c % classes_per_task:
         raise ValueError(
             f"classes_per_task must divide num_classes={c} and lie in [1, {c}], "
@@ -220,8 +242,7 @@ def permuted(
     Domain-incremental: one shared head, the same labels in every task. The permutations
     come from ``seed`` and are shared by every run seed, as usual for this benchmark.
     """
-    if num_tasks < 1:
-        raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+    _check_count("num_tasks", num_tasks)
     perms = permutations(
         num_tasks, data.train_x.shape[-1], seed=seed, identity_first=identity_first
     )

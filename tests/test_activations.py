@@ -304,6 +304,128 @@ def test_dtype_and_shape_preserved_under_jit(dtype):
         assert bool(jnp.all(jnp.isfinite(y))), name
 
 
+# ----------------------------------------------------------------------------- edge inputs
+
+# Rows on which a gradient used to be NaN: constant rows (σ = 0), a variance that underflows,
+# exp(−x) or |x/a|^d overflowing, and ties.
+_EDGE_ROWS = {
+    "zeros": [[0.0, 0.0, 0.0, 0.0]] * 2,
+    "constant": [[1.5, 1.5, 1.5, 1.5], [-100.0, -100.0, -100.0, -100.0]],
+    "tiny variance": [[1e-30, 0.0, 0.0, 0.0], [0.0, -1e-25, 0.0, 0.0]],
+    "very negative": [[-1e4, -200.0, -100.0, -1e15], [-90.0, -1e15, -1e15, -1e15]],
+    "very positive": [[1e4, 200.0, 1e15, 100.0], [1e15, 1e15, 1e15, 90.0]],
+    "ties": [[1.0, 1.0, 0.0, 0.0], [2.0, 2.0, 2.0, -1.0]],
+}
+_W = np.array([[1.0, -2.0, 0.5, 3.0]], np.float32)  # cotangent weights: no cancellation
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_every_activation_has_finite_gradients_on_edge_inputs(dtype):
+    @jax.jit
+    def grads(xs):
+        out = {}
+        for name, hparams in _ALL_CASES.items():
+            f = act.get_activation(name, **hparams)
+            for case, x in xs.items():
+                out[name, case] = jax.grad(lambda x, f=f: jnp.sum(_W * f(x)).astype(x.dtype))(x)
+        return out
+
+    xs = {
+        case: jnp.asarray(np.asarray(rows, np.float32), dtype) for case, rows in _EDGE_ROWS.items()
+    }
+    bad = [key for key, g in grads(xs).items() if not np.all(np.isfinite(_np(g)))]
+    assert bad == []
+
+
+def _ash_with_jnp_std(x, *, alpha, z_k, gate, clip):
+    """Hard ASH / ASH as first written, with jnp.std (NaN gradient at σ = 0)."""
+    u = alpha * (x - jnp.mean(x, -1, keepdims=True) - z_k * jnp.std(x, -1, keepdims=True))
+    return (jnp.clip(x, 0.0, 2.0) if clip else x) * gate(u)
+
+
+_VALUE_REFERENCES = {
+    "hard_ash": (
+        act.hard_ash,
+        lambda x: _ash_with_jnp_std(x, alpha=3.0, z_k=2.3, gate=jax.nn.hard_sigmoid, clip=True),
+    ),
+    "hard_ash comment": (
+        lambda x: act.hard_ash(x, alpha=1.0, z_k=-0.5, variant="comment"),
+        lambda x: _ash_with_jnp_std(x, alpha=1.0, z_k=-0.5, gate=jax.nn.hard_sigmoid, clip=False),
+    ),
+    "ash": (
+        act.ash,
+        lambda x: _ash_with_jnp_std(x, alpha=3.0, z_k=2.3, gate=jax.nn.sigmoid, clip=False),
+    ),
+    "elephant": (act.elephant, lambda x: 1.0 / (1.0 + jnp.abs(x / 0.16) ** 4)),
+    "elephant d=2.5": (
+        lambda x: act.elephant(x, a=0.5, d=2.5),
+        lambda x: 1.0 / (1.0 + jnp.abs(x / 0.5) ** 2.5),
+    ),
+    "elephant d=0.5": (
+        lambda x: act.elephant(x, d=0.5),
+        lambda x: 1.0 / (1.0 + jnp.abs(x / 0.16) ** 0.5),
+    ),
+    "gumbel": (act.gumbel, lambda x: jnp.exp(-jnp.exp(-x))),
+}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_values_are_the_formulas_bit_for_bit(dtype):
+    rows = [_normal((8, 16), 3), 10 * _normal((8, 16), 4), _normal((8, 16), 5) - 20]
+    rows += [np.pad(np.asarray(r, np.float32), ((0, 0), (0, 12))) for r in _EDGE_ROWS.values()]
+    xs = [jnp.asarray(x, dtype) for x in rows]
+
+    @jax.jit
+    def run(xs):
+        return {k: [(f(x), ref(x)) for x in xs] for k, (f, ref) in _VALUE_REFERENCES.items()}
+
+    for name, pairs in run(xs).items():
+        for y, y_ref in pairs:
+            np.testing.assert_array_equal(_np(y), _np(y_ref), err_msg=name)
+
+
+def test_edge_gradients_are_the_limits():
+    x_const = np.full((4,), 1.5, np.float32)
+    e = np.array([0.0, 0.3, -2.0, 1e15, -1e15], np.float32)
+    g = np.array([-1e4, -100.0, -20.0, -5.0, 0.0, 3.0], np.float32)
+
+    @jax.jit
+    def run():
+        def grad(f, x):
+            return jax.grad(lambda x: jnp.sum(f(x)))(x)
+
+        def sigma_held(x):  # σ = 0 held fixed: its subgradient 0 at a constant row
+            mu = jnp.mean(x)
+            sigma = jax.lax.stop_gradient(jnp.std(x))
+            return jnp.clip(x, 0.0, 2.0) * jax.nn.hard_sigmoid(3.0 * (x - mu - 2.3 * sigma))
+
+        return (
+            grad(act.hard_ash, x_const),
+            grad(sigma_held, x_const),
+            grad(lambda x: act.elephant(x, d=0.5), e),
+            grad(lambda x: act.elephant(x, d=4.0), e),
+            grad(act.gumbel, g),
+        )
+
+    g_ash, g_held, g_e05, g_e4, g_gum = map(_np, run())
+    np.testing.assert_array_equal(g_ash, g_held)
+    assert np.all(g_ash != 0)  # the gate's own gradient still flows
+
+    def elephant_slope(x, a, d):  # dy/dx = −(d/a) sign(x) r^(d−1) / (1 + r^d)², r = |x/a|
+        r = np.abs(x / a)
+        return -(d / a) * np.sign(x) * r ** (d - 1) / (1 + r**d) ** 2
+
+    e64 = e.astype(np.float64)
+    np.testing.assert_allclose(g_e05[1:], elephant_slope(e64[1:], 0.16, 0.5), rtol=1e-5)
+    np.testing.assert_allclose(g_e4[:3], elephant_slope(e64[:3], 0.16, 4.0), rtol=1e-5)
+    assert g_e05[0] == 0.0  # the cusp at 0 (infinite slope for d < 1): subgradient 0
+    assert np.all(g_e4[3:] == 0.0)  # r^4 overflows: y = 0 and its gradient underflows to 0
+    g64 = g.astype(np.float64)
+    with np.errstate(over="ignore"):  # exp(1e4) = inf: the exact slope exp(−inf) = 0
+        slope = np.exp(-g64 - np.exp(-g64))
+    np.testing.assert_allclose(g_gum, slope, rtol=1e-5, atol=1e-30)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -340,14 +462,62 @@ def test_bad_names_and_hparams_refused():
         act.get_activation("relu", k=3)
     with pytest.raises(TypeError, match=r"requires hyperparameters \['k'\]"):
         act.get_activation("topk_mask")
-    with pytest.raises(ValueError, match=r"variant='paper' is not one of \('code', 'comment'\)"):
+    with pytest.raises(ValueError, match=r"variant must be one of \[.code., .comment.\], got"):
         act.get_activation("hard_ash", variant="paper")
-    with pytest.raises(ValueError, match=r"variant='paper'"):
+    with pytest.raises(ValueError, match=r"variant must be one of .*, got 'paper'"):
         act.hard_ash(X5, variant="paper")
     with pytest.raises(ValueError, match=r"axis=2 is out of range"):
         act.hard_ash(X5, axis=2)
     with pytest.raises(ValueError, match=r"coefficient must be a scalar or have shape \(5,\)"):
         act.topk_subtract(X5, k=2, coefficient=jnp.ones(3))
+
+
+_BAD_HPARAMS = [
+    # (activation, hyperparameters, error, message)
+    ("hard_ash", {"alpha": math.nan}, ValueError, "alpha must be a finite real number > 0, got"),
+    ("hard_ash", {"alpha": math.inf}, ValueError, "alpha must be a finite real number > 0"),
+    ("hard_ash", {"alpha": 0.0}, ValueError, "alpha must be a finite real number > 0, got alp"),
+    ("hard_ash", {"alpha": np.array([1.0, -1.0])}, ValueError, "alpha must be a finite"),
+    ("hard_ash", {"alpha": "3"}, TypeError, "alpha must be a finite real number > 0, got '3'"),
+    ("hard_ash", {"alpha": True}, TypeError, "alpha must be a finite real number > 0"),
+    ("hard_ash", {"z_k": math.nan}, ValueError, "z_k must be a finite real number, got z_k=nan"),
+    ("ash", {"z_k": -math.inf}, ValueError, "z_k must be a finite real number, got z_k=-inf"),
+    ("ash", {"alpha": -3.0}, ValueError, "alpha must be a finite real number > 0, got alpha=-3"),
+    ("elephant", {"a": 0.0}, ValueError, "a must be a finite real number > 0, got a=0.0"),
+    ("elephant", {"a": math.nan}, ValueError, "a must be a finite real number > 0"),
+    ("elephant", {"d": 0.0}, ValueError, "d must be a finite real number > 0, got d=0.0"),
+    ("elephant", {"d": -4.0}, ValueError, "d must be a finite real number > 0"),
+    ("elephant", {"d": math.inf}, ValueError, "d must be a finite real number > 0"),
+    ("topk_subtract", {"k": 2, "clip_max": 0.0}, ValueError, "clip_max must be None or a real"),
+    ("topk_subtract", {"k": 2, "clip_max": math.nan}, ValueError, "clip_max must be None or"),
+    ("topk_subtract", {"k": 2, "stop_gradient": "no"}, TypeError, "stop_gradient must be a b"),
+    ("topk_subtract_sdm", {"k": True}, TypeError, "k must be a Python int"),
+    ("topk_mask", {"k": 2, "axis": 0.0}, TypeError, "axis must be a Python int"),
+    ("lwta", {"groups": True}, TypeError, "groups must be a Python int"),
+]
+
+
+@pytest.mark.parametrize(("name", "hparams", "error", "message"), _BAD_HPARAMS)
+def test_degenerate_hparams_refused_at_construction_and_call(name, hparams, error, message):
+    with pytest.raises(error, match=message):
+        act.get_activation(name, **hparams)
+    with pytest.raises(error, match=message):
+        act.ACTIVATIONS[name](X5, **hparams)
+
+
+def test_traced_hparams_are_not_checked():
+    @jax.jit
+    def run(alpha, z_k, a, d):
+        return (
+            act.hard_ash(X5, alpha=alpha, z_k=z_k),
+            act.ash(X5, alpha=alpha, z_k=z_k),
+            act.elephant(X5, a=a, d=d),
+        )
+
+    got = run(3.0, 2.3, 0.16, 4.0)
+    expected = act.hard_ash(X5), act.ash(X5), act.elephant(X5)
+    for y, y_ref in zip(got, expected, strict=True):
+        np.testing.assert_allclose(_np(y), _np(y_ref), rtol=1e-6)
 
 
 def test_get_activation_binds_and_overrides_presets():

@@ -1,7 +1,6 @@
 """The CLASSP experiment: optimizer phases, and the quick run end to end on real data."""
 
 import json
-import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +8,7 @@ import pytest
 
 from experiments import classp
 
-needs_data = pytest.mark.skipif(
-    not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST/Fashion-MNIST"
-)
+needs_data = pytest.mark.needs_data("mnist", "fashion_mnist")
 
 
 def test_paper_mode_is_gated_sgd_on_task_1_then_thresholded_classp():

@@ -276,3 +276,25 @@ def test_without_shuffling_every_epoch_follows_the_stored_order():
     state, _ = run.run_chunk(state, 0)
     epoch = np.concatenate([np.arange(23), [-1]])  # 3 batches of 8, the last one padded
     np.testing.assert_array_equal(state.learner[0], np.tile(np.tile(epoch, 2), (2, 1)))
+
+
+def test_seed_keys_are_one_prngkey_per_seed():
+    keys = engine.seed_keys([0, np.int64(7), 2**32 - 1])
+    expected = [jax.random.PRNGKey(s) for s in (0, 7, 2**32 - 1)]
+    np.testing.assert_array_equal(keys, jnp.stack(expected))
+
+
+@pytest.mark.parametrize(
+    ("seeds", "error", "message"),
+    [
+        ([0, 1.0], TypeError, r"seeds must be ints in \[0, 2\*\*32\), got 1\.0 of type float"),
+        ([0, 2.7], TypeError, r"got 2\.7 of type float"),  # int() used to truncate it to 2
+        ([True], TypeError, "got True of type bool"),
+        ([-1], ValueError, r"seeds must be ints in \[0, 2\*\*32\), got -1"),  # key of 2**32 - 1
+        ([2**32], ValueError, "got 4294967296"),  # used to give the key of seed 0
+        ([], ValueError, "seeds must be a non-empty sequence of ints"),
+    ],
+)
+def test_seed_keys_refuses_seeds_that_would_collide_or_truncate(seeds, error, message):
+    with pytest.raises(error, match=message):
+        engine.seed_keys(seeds)

@@ -213,3 +213,62 @@ def test_negative_learning_rate_is_refused():
     with pytest.raises(ValueError, match=re.escape("learning_rate must be >= 0, got -0.1")):
         jo.classp(-0.1, 0.5)
     jo.classp(optax.constant_schedule(0.1), 0.5)  # schedules are not checked
+
+
+# --- NaN gradients ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode, include_current", [("paper", True), ("paper", False), ("code", True)]
+)
+def test_nan_gradient_propagates(mode, include_current):
+    # On main the gate (g² > threshold) was false for NaN, and a NaN denominator was
+    # treated as zero: the update was 0 and the divergence went unseen.
+    opt = jo.scale_by_classp(0.5, 2.0, 1e-5, mode=mode, include_current=include_current)
+    grads = [jnp.array([jnp.nan, 3.0]), jnp.array([1.0, 3.0])]
+    (u1, u2), state = _run(opt, grads, jnp.zeros(2))
+    assert np.isnan(u1[0]) and np.isfinite(u1[1])
+    assert np.isnan(u2[0]) and np.isnan(state.grad_sum[0])  # the accumulator keeps it
+    assert np.isfinite(state.grad_sum[1])
+
+
+def test_nan_gradient_propagates_through_the_alias():
+    (u,), _ = _run(jo.classp(0.1, 0.0), [jnp.array([jnp.nan])], jnp.zeros(1))
+    assert np.isnan(u[0])
+
+
+# --- low-precision parameters -------------------------------------------------------------
+
+
+def _scan_updates(opt, grads):
+    def step(state, g):
+        u, state = opt.update(g, state)
+        return state, u
+
+    return jax.jit(lambda gs: jax.lax.scan(step, opt.init(gs[0]), gs))(grads)
+
+
+@pytest.mark.parametrize("mode", ["paper", "code"])
+def test_bf16_long_run_keeps_a_float32_accumulator(mode):
+    # p = 1, a constant unit gradient for 3000 steps: S_t = t and u_t = 1 / (eps + t). A
+    # bfloat16 S stops at 256 (256 + 1 rounds to 256), making the last step ~12x too large.
+    grads = jnp.ones((3000, 2), jnp.bfloat16)
+    opt = jo.scale_by_classp(0.0, 1.0, 1e-5, mode=mode)
+    state16, u16 = _scan_updates(opt, grads)
+    state32, u32 = _scan_updates(opt, grads.astype(jnp.float32))
+    assert u16.dtype == jnp.bfloat16 and state16.grad_sum.dtype == jnp.float32
+    np.testing.assert_array_equal(state16.grad_sum, [3000.0, 3000.0])
+    chex.assert_trees_all_close(state16, state32)
+    np.testing.assert_allclose(np.asarray(u16, np.float32), u32, rtol=2**-8)
+    np.testing.assert_allclose(np.asarray(u16[-1], np.float32), 1 / 3000, rtol=2**-8)
+
+    # What main did (state in the parameters' dtype), still available on request.
+    low = jo.scale_by_classp(0.0, 1.0, 1e-5, mode=mode, accumulator_dtype=jnp.bfloat16)
+    state_low, u_low = _scan_updates(low, grads)
+    np.testing.assert_array_equal(state_low.grad_sum, [256.0, 256.0])
+    assert float(u_low[-1, 0]) > 10 / 3000
+
+
+def test_accumulator_dtype_is_validated():
+    with pytest.raises(ValueError, match="accumulator_dtype must be None or a floating dtype"):
+        jo.classp(0.1, 0.5, accumulator_dtype="int8")

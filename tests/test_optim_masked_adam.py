@@ -53,7 +53,7 @@ def test_explicit_mask_overrides_the_gradient():
     # zero gradient, so its moments decay (m = .25, v = .1875) and its count advances.
     opt = jo.scale_by_masked_adam(_B1, _B2, 0.0)
     grads = [jnp.array([1.0, 1.0]), jnp.array([0.0, 1.0])]
-    masks = [jnp.array([True, False]), jnp.array([1.0, 1.0])]
+    masks = [jnp.array([True, False]), jnp.array([True, True])]
     (u1, u2), state = _run(opt, grads, jnp.zeros(2), masks)
     np.testing.assert_allclose(u1, [1.0, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(state.count, [2, 1])
@@ -89,7 +89,7 @@ def test_all_active_equals_optax_adam(b1, b2, how):
     ]
     masks = None
     if how == "ones_mask":
-        masks = [jax.tree.map(jnp.ones_like, g) for g in grads]
+        masks = [jax.tree.map(lambda x: jnp.ones(x.shape, bool), g) for g in grads]
     opt = jo.masked_adam(1e-3, b1, b2, mask_by_gradient=how != "dense")
     ours, _ = _run(opt, grads, params, masks)
     ref_opt = optax.adam(1e-3, b1, b2)
@@ -161,8 +161,14 @@ def test_reset_moments_zeroes_exactly_the_newly_active_entries(case, shape):
     factory, fields = _RESET_CASES[case]
     params = {"w": jnp.zeros(shape), "b": jnp.zeros(3)}
     state = jax.tree.map(jnp.ones_like, factory().init(params))  # every buffer = 1
-    old = {"w": jax.random.bernoulli(jax.random.key(0), 0.5, shape), "b": jnp.array([1, 0, 0])}
-    new = {"w": jax.random.bernoulli(jax.random.key(1), 0.5, shape), "b": jnp.array([1, 1, 0])}
+    old = {
+        "w": jax.random.bernoulli(jax.random.key(0), 0.5, shape),
+        "b": jnp.array([True, False, False]),
+    }
+    new = {
+        "w": jax.random.bernoulli(jax.random.key(1), 0.5, shape),
+        "b": jnp.array([True, True, False]),
+    }
     activated = jo.became_active(old, new)
     assert bool(jnp.any(activated["w"])) and bool(jnp.any(~activated["w"]))
 
@@ -203,7 +209,8 @@ def test_reset_restarts_bias_correction_of_regrown_entries():
 
 
 def test_became_active():
-    out = jo.became_active({"a": jnp.array([0, 1, 0, 1])}, {"a": jnp.array([1.0, 1.0, 0.0, 0.0])})
+    old, new = jnp.array([False, True, False, True]), jnp.array([True, True, False, False])
+    out = jo.became_active({"a": old}, {"a": new})
     np.testing.assert_array_equal(out["a"], [True, False, False, False])
 
 
@@ -229,3 +236,212 @@ def test_bad_hyperparameters_are_refused(kwargs, match):
 def test_negative_learning_rate_is_refused():
     with pytest.raises(ValueError, match="learning_rate must be >= 0"):
         jo.masked_adam(-1e-3)
+
+
+# --- masks with None leaves, and mask validation ------------------------------------------
+
+_PARAMS = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
+_GRADS = {"w": jnp.full((2, 3), 0.4), "b": jnp.full(3, 0.4)}
+
+
+def _trained_state(mask):
+    opt = jo.masked_adam(0.1)
+    state = opt.init(_PARAMS)
+    for _ in range(2):
+        _, state = opt.update(_GRADS, state, _PARAMS, mask=mask)
+    return state
+
+
+def test_reset_moments_with_none_leaves_resets_the_masked_leaves():
+    # masked Adam's own convention: the bias is unmasked (None). On main this reset was a
+    # silent no-op (mu = 0.0768, count = 2 were left in place).
+    # Trained with every weight active, then pruned to `old` and regrown to `new`.
+    new = {"w": jnp.ones((2, 3), bool), "b": None}
+    old = {"w": jnp.array([[True, False, True], [False, False, True]]), "b": None}
+    state = _trained_state(new)
+    activated = jo.became_active(old, new)
+    assert activated["b"] is None
+    reset = jax.jit(jo.reset_moments)(state, activated)[0]
+    where = np.asarray(activated["w"])
+    for buf, before in ((reset.mu, state[0].mu), (reset.count, state[0].count)):
+        np.testing.assert_array_equal(np.asarray(buf["w"])[where], 0)
+        np.testing.assert_array_equal(np.asarray(buf["w"])[~where], np.asarray(before["w"])[~where])
+        np.testing.assert_array_equal(buf["b"], before["b"])  # None: nothing reset
+    np.testing.assert_array_equal(state[0].count["w"], 2)  # all trained before the reset
+    np.testing.assert_array_equal(reset.count["b"], [2, 2, 2])
+    assert float(reset.mu["b"][0]) > 0
+
+
+@pytest.mark.parametrize(
+    "newly_active, error, match",
+    [
+        ({"w": jnp.ones(3, bool), "b": None}, ValueError, r"newly_active\['w'\] has shape \(3,\)"),
+        ({"w": jnp.ones((3, 2), bool), "b": None}, ValueError, r"but the parameter has \(2, 3\)"),
+        ({"w": jnp.ones((2, 3), bool)}, ValueError, "newly_active must have the parameters'"),
+        ({"w": jnp.ones((2, 3)), "b": None}, TypeError, r"newly_active\['w'\] must be a boolean"),
+    ],
+)
+def test_reset_moments_refuses_a_mask_that_matches_no_buffer(newly_active, error, match):
+    state = _trained_state(None)
+    with pytest.raises(error, match=match):
+        jo.reset_moments(state, newly_active)
+
+
+def test_reset_moments_refuses_fields_that_name_no_buffer():
+    with pytest.raises(ValueError, match=r"fields must name .*\['count', 'mu', 'nu'\].*'trace'"):
+        jo.reset_moments(_trained_state(None), jax.tree.map(jnp.isnan, _PARAMS), fields=("trace",))
+
+
+def test_became_active_checks_its_masks():
+    ok = {"w": jnp.ones((2, 3), bool), "b": None}
+    with pytest.raises(ValueError, match=r"None only in new_mask\['b'\]"):
+        jo.became_active({**ok, "b": jnp.ones(3, bool)}, ok)
+    with pytest.raises(ValueError, match=r"old_mask\['w'\] has shape \(3,\)"):
+        jo.became_active({**ok, "w": jnp.ones(3, bool)}, ok)
+    with pytest.raises(
+        TypeError, match=r"new_mask\['w'\] must be a boolean array, got dtype int32"
+    ):
+        jo.became_active(ok, {**ok, "w": jnp.ones((2, 3), jnp.int32)})
+    with pytest.raises(ValueError, match=r"old_mask must have the parameters' structure"):
+        jo.became_active({"w": ok["w"]}, ok)
+
+
+@pytest.mark.parametrize(
+    "mask, error, match",
+    [
+        # A (3,) mask for a (2, 3) parameter was broadcast silently on main.
+        ({"w": jnp.ones(3, bool), "b": None}, ValueError, r"mask\['w'\] has shape \(3,\), but"),
+        ({"w": jnp.ones((2, 3)), "b": None}, TypeError, r"mask\['w'\] must be a boolean array"),
+        ({"w": jnp.ones((2, 3), bool)}, ValueError, r"missing leaves \[\"\['b'\]\"\]"),
+        (
+            {"w": jnp.ones((2, 3), bool), "b": None, "c": None},
+            ValueError,
+            r"unexpected leaves \[\"\['c'\]\"\]",
+        ),
+    ],
+)
+def test_update_refuses_a_bad_mask_at_trace_time(mask, error, match):
+    opt = jo.masked_adam(0.1)
+    state = opt.init(_PARAMS)
+    with pytest.raises(error, match=match):
+        jax.jit(lambda m: opt.update(_GRADS, state, _PARAMS, mask=m))(mask)
+
+
+def test_traced_masks_under_vmap():
+    # Masks are checked by shape and dtype only, so a batch of traced masks works.
+    opt = jo.scale_by_masked_adam()
+    masks = jax.random.bernoulli(jax.random.key(0), 0.5, (4, 3))
+    grads = jnp.ones((4, 3))
+
+    def one(g, m):
+        return opt.update(g, opt.init(g), mask=m)[1].count
+
+    counts = jax.jit(jax.vmap(one))(grads, masks)
+    np.testing.assert_array_equal(counts, masks.astype(jnp.int32))
+
+
+# --- inside optax.multi_transform and optax.masked ----------------------------------------
+
+
+def _wrapped(kind):
+    if kind == "multi_transform":
+        return optax.multi_transform(
+            {"adam": jo.masked_adam(0.1), "sgd": optax.sgd(0.1)}, {"w": "adam", "b": "sgd"}
+        )
+    if kind == "partition_compatible":
+        return optax.partition(
+            {"adam": jo.masked_adam(0.1), "sgd": optax.sgd(0.1)},
+            {"w": "adam", "b": "sgd"},
+            mask_compatible_extra_args=True,
+        )
+    return optax.masked(jo.masked_adam(0.1), {"w": True, "b": False})
+
+
+@pytest.mark.parametrize("bias_mask", [None, jnp.array([True, False, True])])
+@pytest.mark.parametrize("kind", ["multi_transform", "partition_compatible", "masked"])
+def test_inner_transform_of_multi_transform_and_masked(kind, bias_mask):
+    # The mask covers all the parameters; the wrapper hides "b" from masked Adam, so only
+    # mask["w"] is used, exactly as masked Adam on "w" alone.
+    keys = jax.random.split(jax.random.key(2), 3)
+    grads = [jax.tree.map(lambda p, k=k: jax.random.normal(k, p.shape), _PARAMS) for k in keys]
+    masks = [
+        {"w": jax.random.bernoulli(jax.random.fold_in(k, 1), 0.5, (2, 3)), "b": bias_mask}
+        for k in keys
+    ]
+    opt, ref = _wrapped(kind), jo.masked_adam(0.1)
+    state, ref_state = opt.init(_PARAMS), ref.init({"w": _PARAMS["w"]})
+    update = jax.jit(opt.update)
+    for g, m in zip(grads, masks, strict=True):
+        u, state = update(g, state, _PARAMS, mask=m)
+        u_ref, ref_state = ref.update({"w": g["w"]}, ref_state, mask={"w": m["w"]})
+        np.testing.assert_allclose(u["w"], u_ref["w"], rtol=1e-6)
+        expected_b = g["b"] if kind == "masked" else -0.1 * g["b"]
+        np.testing.assert_allclose(u["b"], expected_b, rtol=1e-6)
+    # reset_moments finds masked Adam's buffers inside the wrapper's state.
+    reset = jo.reset_moments(state, {"w": jnp.ones((2, 3), bool), "b": None})
+    counts = [x for x in jax.tree.leaves(reset) if x.dtype == jnp.int32 and x.shape == (2, 3)]
+    assert len(counts) == 1
+    np.testing.assert_array_equal(counts[0], 0)
+
+
+def test_mask_of_the_wrong_structure_inside_multi_transform_is_named():
+    opt = _wrapped("multi_transform")
+    with pytest.raises(ValueError, match=r"mask must have the parameters' structure"):
+        opt.update(_GRADS, opt.init(_PARAMS), _PARAMS, mask={"v": jnp.ones((2, 3), bool)})
+
+
+# --- weight decay chained before masked Adam ----------------------------------------------
+
+
+def test_weight_decay_before_masked_adam_activates_zero_gradients_unless_masked():
+    # As documented: add_decayed_weights makes g + wd·w non-zero, so a silent entry (zero
+    # loss gradient) is active and moves; passing the loss gradient's activity keeps it
+    # frozen (no Adam step, no decay).
+    opt = optax.chain(optax.add_decayed_weights(0.1), jo.masked_adam(1.0))
+    params, grads = jnp.array([1.0, 1.0]), jnp.array([1.0, 0.0])
+    u, state = opt.update(grads, opt.init(params), params)
+    np.testing.assert_allclose(u, [-1.0, -1.0], rtol=1e-5)
+    np.testing.assert_array_equal(state[1][0].count, [1, 1])
+    u, state = opt.update(grads, opt.init(params), params, mask=grads != 0)
+    np.testing.assert_allclose(u, [-1.0, 0.0], rtol=1e-5)
+    np.testing.assert_array_equal(state[1][0].count, [1, 0])
+
+
+# --- low-precision parameters -------------------------------------------------------------
+
+
+def _scan_updates(opt, grads):
+    def step(state, g):
+        u, state = opt.update(g, state, mask=g != 0)
+        return state, u
+
+    return jax.jit(lambda gs: jax.lax.scan(step, opt.init(gs[0]), gs))(grads)
+
+
+def test_bf16_long_run_keeps_float32_moments_and_matches_float32():
+    # 3000 steps of positive-mean gradients that are exact in bfloat16: scale 1 for 500
+    # steps, then 0.01, with random silences. The second moment must then decay by b2 =
+    # 0.999 per active step, which a bfloat16 nu cannot do (0.999·v rounds back to v).
+    key_g, key_m = jax.random.split(jax.random.key(4))
+    scale = jnp.where(jnp.arange(3000) < 500, 1.0, 0.01)[:, None]
+    grads = (1 + 0.5 * jax.random.normal(key_g, (3000, 4))) * scale
+    grads = jnp.where(jax.random.bernoulli(key_m, 0.8, (3000, 4)), grads, 0.0)
+    grads = grads.astype(jnp.bfloat16)
+
+    opt = jo.scale_by_masked_adam()
+    state32, u32 = _scan_updates(opt, grads.astype(jnp.float32))
+    state16, u16 = _scan_updates(opt, grads)
+    assert u16.dtype == jnp.bfloat16 and state16.mu.dtype == state16.nu.dtype == jnp.float32
+    # The same float32 arithmetic (up to XLA's fusion); only the output is rounded.
+    chex.assert_trees_all_close(state16, state32, rtol=1e-5, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(u16, np.float32), u32, rtol=2**-8, atol=1e-10)
+
+    # What main did (state in the parameters' dtype): late updates ~3x too small.
+    _, u_low = _scan_updates(jo.scale_by_masked_adam(accumulator_dtype=jnp.bfloat16), grads)
+    late32 = np.abs(np.asarray(u32[-500:])).mean()
+    assert np.abs(np.asarray(u_low[-500:], np.float32)).mean() < late32 / 2
+
+
+def test_accumulator_dtype_is_validated():
+    with pytest.raises(ValueError, match="accumulator_dtype must be None or a floating dtype"):
+        jo.masked_adam(0.1, accumulator_dtype=jnp.int32)

@@ -189,3 +189,27 @@ def test_docstring_examples(module):
     mod = importlib.import_module(f"jaxcl.optim.{module}")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "factory, args, hparams",
+    [
+        (jo.classp, (), {"learning_rate": 0.1, "threshold": 0.01, "power": 2.0}),
+        (jo.masked_adam, (), {"learning_rate": 0.01, "b1": 0.8}),
+        (jo.sam, (optax.sgd(0.1),), {"rho": 0.05}),
+        (jo.gnp, (jo.masked_adam(0.01),), {"r": 0.1, "alpha": 0.8}),
+        (jo.clip_updates, (), {"max_abs": 0.01}),
+    ],
+    ids=["classp", "masked_adam", "sam", "gnp", "clip_updates"],
+)
+def test_inject_hyperparams_wraps_every_factory(factory, args, hparams):
+    injected = optax.inject_hyperparams(factory)(*args, **hparams)
+    assert set(hparams) <= set(injected.init(_params()).hyperparams)
+    step_injected, step_direct = jax.jit(_step(injected)), jax.jit(_step(factory(*args, **hparams)))
+    p, s = _params(), injected.init(_params())
+    q, t = _params(), factory(*args, **hparams).init(_params())
+    for _ in range(3):
+        p, s, _ = step_injected(p, s)
+        q, t, _ = step_direct(q, t)
+    # Traced hyperparameters round differently from constant-folded ones.
+    chex.assert_trees_all_close(p, q, rtol=1e-5)

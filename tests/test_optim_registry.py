@@ -138,3 +138,79 @@ def test_missing_hyperparameter_is_named():
 def test_bad_hyperparameters_are_refused(name, hparams, match):
     with pytest.raises(ValueError, match=match):
         jo.get_optimizer(name, **hparams)
+
+
+# Every registry entry with its required hyperparameters (and a momentum for sam/gnp).
+_EVERY_ENTRY = {
+    "sgd": {"learning_rate": 0.1},
+    "momentum": {"learning_rate": 0.1},
+    "adam": {"learning_rate": 0.01, "b1": 0.8},
+    "adam_nobc": {"learning_rate": 0.01},
+    "rmsprop": {"learning_rate": 0.01},
+    "adagrad": {"learning_rate": 0.1},
+    "classp": {"learning_rate": 0.1, "threshold": 0.01},
+    "masked_adam": {"learning_rate": 0.01},
+    "sam": {"learning_rate": 0.1, "rho": 0.05, "momentum": 0.9},
+    "gnp": {"learning_rate": 0.1, "r": 0.1, "alpha": 0.8},
+}
+
+
+def test_every_entry_is_listed():
+    assert set(_EVERY_ENTRY) == set(jo.OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", jo.OPTIMIZERS)
+def test_inject_hyperparams_changes_the_learning_rate_mid_run(name):
+    hparams = _EVERY_ENTRY[name]
+    injected = optax.inject_hyperparams(jo.get_optimizer)(name, **hparams)
+    plain = jo.get_optimizer(name, **hparams)
+    state = injected.init(_PARAMS)
+    assert set(state.hyperparams) == {k for k, x in hparams.items() if not isinstance(x, bool)}
+    step = jax.jit(lambda s: injected.update(_grad_fn(_PARAMS), s, _PARAMS, grad_fn=_grad_fn))
+    for _ in range(2):
+        u, state = step(state)
+    chex.assert_trees_all_close(u, _updates(plain, steps=2), rtol=1e-6)
+    # Doubling the rate doubles the next step: every entry is linear in its learning rate.
+    state.hyperparams["learning_rate"] = 2 * hparams["learning_rate"]
+    u, state = step(state)
+    reference = jax.tree.map(lambda x: 2 * x, _updates(plain, steps=3))
+    chex.assert_trees_all_close(u, reference, rtol=1e-6)
+
+
+def test_inject_hyperparams_with_bfloat16_params():
+    # inject_hyperparams casts the hyperparameters to the params' dtype before building.
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _PARAMS)
+    opt = optax.inject_hyperparams(jo.get_optimizer)("adam", learning_rate=0.1)
+    u, _ = opt.update(params, opt.init(params), params)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(u))
+
+
+def test_inject_hyperparams_takes_schedules_and_clipping():
+    schedule = optax.linear_schedule(1.0, 0.0, transition_steps=4)
+    opt = optax.inject_hyperparams(jo.get_optimizer)(
+        "sgd", learning_rate=schedule, clip_global_norm=1.0
+    )
+    state = opt.init(_PARAMS)
+    norm = float(optax.tree.norm(_grad_fn(_PARAMS)))
+    for lr in (1.0, 0.75, 0.5):
+        u, state = opt.update(_grad_fn(_PARAMS), state, _PARAMS)
+        assert float(optax.tree.norm(u)) == pytest.approx(lr * min(1.0, norm), rel=1e-6)
+    assert float(state.hyperparams["clip_global_norm"]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "value, error, match",
+    [
+        (float("inf"), ValueError, "learning_rate must be >= 0 and finite, got inf"),
+        (float("nan"), ValueError, "learning_rate must be >= 0, got nan"),
+        ("0.1", TypeError, "learning_rate must be a real number or an array of them, got '0.1'"),
+        (True, TypeError, "learning_rate must be a real number or an array of them, got True"),
+        (jnp.array([0.1, -0.2]), ValueError, r"learning_rate must be >= 0, got Array\(\[ 0.1"),
+        (np.array([0.1, np.inf]), ValueError, r"learning_rate must be >= 0 and finite, got array"),
+    ],
+)
+@pytest.mark.parametrize("name", jo.OPTIMIZERS)
+def test_bad_learning_rates_are_refused(name, value, error, match):
+    hparams = {**_EVERY_ENTRY[name], "learning_rate": value}
+    with pytest.raises(error, match=match):
+        jo.get_optimizer(name, **hparams)

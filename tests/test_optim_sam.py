@@ -145,3 +145,93 @@ def test_update_needs_grad_fn_and_params():
 def test_bad_hyperparameters_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+_WD = 0.1
+
+
+@pytest.mark.parametrize(
+    "wrapper, descent_gradient",
+    [
+        (lambda base: jo.sam(base, 0.1), lambda g1, g2: g2),
+        (lambda base: jo.gnp(base, 0.1, 0.8), lambda g1, g2: 0.2 * g1 / _NORM + 0.8 * g2),
+    ],
+    ids=["sam", "gnp"],
+)
+def test_weight_decay_chained_before_is_added_at_the_unperturbed_weights(wrapper, descent_gradient):
+    # g = g2 + λw (Foret et al. eq. 1): the ascent direction is g1's, not (g1 + λw)'s.
+    lr = 0.5
+    g2 = _grad_at(np.ones(2) + 0.1 * _G1 / _NORM)
+    expected = -lr * (descent_gradient(_G1, g2) + _WD * np.ones(2))
+    chained = optax.chain(optax.add_decayed_weights(_WD), wrapper(optax.sgd(lr)))
+    np.testing.assert_allclose(_one_update(chained), expected, rtol=1e-6)
+    inside = wrapper(optax.chain(optax.add_decayed_weights(_WD), optax.sgd(lr)))
+    np.testing.assert_allclose(_one_update(inside), expected, rtol=1e-6)
+
+
+def test_a_clip_chained_before_sam_adds_its_change_to_the_gradient():
+    # Documented: d = clip(g1) - g1 is added to g2 (put clipping inside base to clip g2).
+    lr, rho = 0.5, 0.1
+    g2 = _grad_at(np.ones(2) + rho * _G1 / _NORM)
+    clipped = _G1 / _NORM
+    opt = optax.chain(optax.clip_by_global_norm(1.0), jo.sam(optax.sgd(lr), rho))
+    np.testing.assert_allclose(_one_update(opt), -lr * (g2 + clipped - _G1), rtol=1e-6)
+
+
+def _masked_and_multi_transform(wrapped):
+    labels = {"x": "a", "y": "b"}
+    return [
+        optax.masked(wrapped, {"x": True, "y": False}),
+        optax.multi_transform({"a": wrapped, "b": optax.sgd(0.1)}, labels),
+    ]
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        *_masked_and_multi_transform(jo.sam(optax.sgd(0.1), 0.05)),
+        *_masked_and_multi_transform(jo.gnp(optax.sgd(0.1), 0.1, 0.8)),
+    ],
+    ids=["sam_masked", "sam_multi_transform", "gnp_masked", "gnp_multi_transform"],
+)
+def test_inside_masked_or_multi_transform_says_to_wrap_the_whole_transformation(opt):
+    state = opt.init(_PARAMS)
+    with pytest.raises(ValueError, match=r"cannot run inside optax.masked.*Wrap the whole"):
+        opt.update(_grad_fn(_PARAMS), state, _PARAMS, grad_fn=_grad_fn)
+
+
+@pytest.mark.parametrize("wrapper", [lambda b: jo.sam(b, 0.1), lambda b: jo.gnp(b, 0.1, 1.0)])
+def test_wrapping_a_multi_transform_gives_each_group_the_sharpness_aware_gradient(wrapper):
+    g2 = _grad_at(np.ones(2) + 0.1 * _G1 / _NORM)  # the whole tree is perturbed
+    groups = optax.multi_transform({"a": optax.sgd(0.5), "b": optax.sgd(2.0)}, {"x": "a", "y": "b"})
+    np.testing.assert_allclose(_one_update(wrapper(groups)), [-0.5, -2.0] * g2, rtol=1e-6)
+
+
+def test_trainstate_apply_gradients_fails_pointing_to_the_recipe():
+    from flax.training import train_state
+
+    state = train_state.TrainState.create(
+        apply_fn=None, params=_PARAMS, tx=jo.sam(optax.sgd(0.1), 0.05)
+    )
+    with pytest.raises(ValueError, match=r"TrainState\.apply_gradients cannot pass it"):
+        state.apply_gradients(grads=_grad_fn(_PARAMS))
+
+
+def test_nnx_optimizer_passes_grad_fn_over_the_param_state():
+    from flax import nnx
+
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    x, y = jnp.array([[1.0, 2.0], [-1.0, 0.5]]), jnp.array([[1.0], [0.0]])
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(params):
+        return jnp.mean((nnx.merge(graphdef, params)(x) - y) ** 2)
+
+    rho, lr = 0.05, 0.1
+    grad_fn = jax.grad(loss)
+    sam = jo.sam(optax.sgd(lr), rho)
+    reference, _ = sam.update(grad_fn(params), sam.init(params), params, grad_fn=grad_fn)
+    expected = optax.apply_updates(nnx.to_pure_dict(params), nnx.to_pure_dict(reference))
+    optimizer = nnx.Optimizer(model, sam, wrt=nnx.Param)
+    optimizer.update(model, grad_fn(params), grad_fn=grad_fn)
+    chex.assert_trees_all_close(nnx.to_pure_dict(nnx.state(model, nnx.Param)), expected)

@@ -1,7 +1,6 @@
 """The plasticity experiment: the 2-unit pair head, the verdicts, and the quick run."""
 
 import json
-import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +9,7 @@ import pytest
 from experiments import plasticity
 from jaxcl import data, learners, scenarios
 
-needs_data = pytest.mark.skipif(
-    not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST"
-)
+needs_data = pytest.mark.needs_data("mnist")
 
 
 def test_pair_head_trains_on_ranks_and_predicts_the_pairs_digits():

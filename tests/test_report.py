@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -63,13 +64,46 @@ def test_write_results_contract_and_table(tmp_path):
         report.write_results(tmp_path, experiment="e", config={}, rows=[{"method": "m"}])
 
 
-def test_selected_methods_and_chunk_size():
+def test_flags_are_checked_while_parsing(tmp_path):
     parser = cli.experiment_parser("d", methods=["a", "b"])
-    args = parser.parse_args(["--methods", "b"])
-    assert cli.selected_methods(args, ["a", "b"]) == ["b"]
-    with pytest.raises(ValueError, match="valid names: a, b"):
-        cli.selected_methods(parser.parse_args(["--methods", "c"]), ["a", "b"])
-    with pytest.raises(ValueError, match="--seeds must be a positive integer"):
-        cli.selected_methods(parser.parse_args(["--seeds", "0"]), ["a", "b"])
+    out = ["--out", str(tmp_path / "new" / "dir")]
+    args = parser.parse_args(["--methods", "b,a", *out])
+    assert cli.selected_methods(args, ["a", "b"]) == ["a", "b"]  # the table's order
+    assert args.out.is_dir()  # --out is made (and written to) while parsing
+    for argv, message in [
+        (["--methods", "c"], "--methods must be comma-separated method names, got c; "),
+        (["--methods", ","], "valid names: a, b"),
+        (["--seeds", "0"], "--seeds must be a positive integer, got '0'"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every must be an integer >= 0, got '-1'"),
+        (["--seed-chunk", "1.5"], "--seed-chunk must be an integer >= 0, got '1.5'"),
+    ]:
+        with pytest.raises(cli.UsageError, match=re.escape(message)):
+            parser.parse_args([*argv, *out])
     assert cli.chunk_size(argparse.Namespace(checkpoint_every=0), 100) == 10
     assert cli.chunk_size(argparse.Namespace(checkpoint_every=3), 100) == 3
+
+
+def test_number_types():
+    assert cli.finite_float("-2.5") == -2.5 and cli.non_negative_float("0") == 0.0
+    assert cli.int_between(1, 3)("3") == 3
+    for parse, text in [
+        (cli.finite_float, "inf"),
+        (cli.non_negative_float, "-1e-9"),
+        (cli.int_between(1, 3), "4"),
+        (cli.positive_int, "x"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=f"got '{text}'"):
+            parse(text)
+
+
+def test_results_json_records_the_library_version_and_extra_entries(tmp_path):
+    report.write_results(tmp_path, experiment="e", config={}, rows=[], extra={"timing": 1})
+    payload = report.read_results(tmp_path / "results.json")
+    assert payload["jaxcl_version"] == cli.jaxcl.__version__ and payload["timing"] == 1
+    assert report.read_results(tmp_path / "absent.json") is None
+
+
+def test_per_seed_reads_rows_back_with_nan_for_null():
+    row = report.result_row("m", fake_results())
+    back = report.per_seed(json.loads(json.dumps(row)))
+    np.testing.assert_allclose(back["acc"], [0.6, 0.75, np.nan], rtol=1e-6)

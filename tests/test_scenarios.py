@@ -1,5 +1,7 @@
 """Task streams: exact task membership, padding, heads, permutations and sequences."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -85,8 +87,36 @@ def test_bad_input_is_refused_clearly():
         scenarios.from_class_groups(ds._replace(train_y=np.zeros(40, np.int32)), [(0,), (1,)])
     with pytest.raises(ValueError, match="class group"):
         scenarios.from_class_groups(ds, [(0, 7)])
-    with pytest.raises(ValueError, match="num_tasks must be >= 1"):
+    with pytest.raises(ValueError, match="num_tasks must be an int >= 1, got 0"):
         scenarios.permuted(ds, num_tasks=0)
+    with pytest.raises(TypeError, match=r"classes_per_task must be an int >= 1, got 2\.0"):
+        scenarios.split(ds, classes_per_task=2.0)
+
+
+_BUILDERS = {
+    "split": lambda ds, **kw: scenarios.split(ds, **kw),
+    "class_pairs": lambda ds, **kw: scenarios.class_pairs(ds, **kw),
+    "permuted": lambda ds, **kw: scenarios.permuted(ds, num_tasks=2, **kw),
+    "from_class_groups": lambda ds, **kw: scenarios.from_class_groups(ds, [(0, 1), (2,)], **kw),
+}
+
+
+@pytest.mark.parametrize("builder", sorted(_BUILDERS))
+@pytest.mark.parametrize("arg", ["max_train_per_task", "max_test_per_task"])
+@pytest.mark.parametrize(
+    ("value", "error"), [(-1, ValueError), (0, ValueError), (2.5, TypeError), (True, TypeError)]
+)
+def test_subset_sizes_must_be_positive_ints(builder, arg, value, error):
+    # -1 used to slice [:-1] and drop the last example of every task silently.
+    with pytest.raises(error, match=re.escape(f"{arg} must be None or an int >= 1, got {value!r}")):
+        _BUILDERS[builder](fake_dataset(), **{arg: value})
+
+
+@pytest.mark.parametrize("builder", sorted(_BUILDERS))
+def test_subset_sizes_keep_exactly_that_many(builder):
+    ds = fake_dataset()
+    sc = _BUILDERS[builder](ds, max_train_per_task=3, max_test_per_task=np.int64(1))
+    assert set(np.asarray(sc.train_count)) == {3} and set(np.asarray(sc.test_count)) == {1}
 
 
 def test_scenarios_by_name():

@@ -1,7 +1,6 @@
 """The SDM experiment: protocol scaling, and the quick run end to end on real MNIST."""
 
 import json
-import os
 
 import pytest
 
@@ -23,13 +22,41 @@ def test_the_paper_protocol_is_recovered_at_500_epochs():
         "opt_adam", dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=False
     )
     assert short.effective_learning_rate == 1e-3  # adaptive optimizers keep the paper's lr
+
+
+@pytest.mark.parametrize(
+    ("method", "dataset", "width", "inputs"),
+    [
+        ("fly_1k", "mnist", 1000, 64),  # Table 7 (used to run with 32 under this label)
+        ("fly_10k", "mnist", 10000, 32),  # Table 7
+        ("fly_1k", "fashion_mnist", 1000, 64),  # Table 8
+        ("fly_10k", "fashion_mnist", 10000, 64),  # Table 8
+        ("fly_1k_32inputs", "mnist", 1000, 32),  # the extra row keeps its own value
+        ("fly_1k_32inputs", "fashion_mnist", 1000, 32),
+    ],
+)
+def test_flymodel_rows_run_the_tables_inputs_per_cell(method, dataset, width, inputs):
     fly = sdm.config_for(
-        "fly_10k", dataset="fashion_mnist", epochs_per_task=10, pixel_scale="raw", quick=False
+        method, dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=False
     )
-    assert fly.n_response == 64 and fly.width == 10000
+    assert (fly.model, fly.width, fly.n_response) == ("fly", width, inputs)
+    quick = sdm.config_for(
+        method, dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=True
+    )
+    assert quick.n_response == inputs and quick.width == 64
 
 
-@pytest.mark.skipif(not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR with MNIST")
+def test_default_table_has_every_table_7_row_and_the_extra_fly_row():
+    assert sdm.DEFAULT_TABLE[-1] == "sdmlp+ewc" and "fly_1k_32inputs" in sdm.DEFAULT_TABLE
+    assert set(sdm.PAPER["mnist"]) - set(sdm.DEFAULT_TABLE) == {
+        "sdmlp_10k",
+        "sdmlp+ewc_10k",
+        "ewc_10k",
+        "mas_10k",
+    }
+
+
+@pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
     rows = sdm.main(
         [
@@ -59,3 +86,12 @@ def test_quick_run_writes_the_contract_files(tmp_path):
 def test_unknown_method_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match="valid names: sdmlp_k1, sdmlp_k10"):
         sdm.main(["--quick", "--out", str(tmp_path), "--methods", "sdmlp_k3"])
+
+
+def test_config_holds_the_resolved_optimizer_and_regularizer_hyperparameters():
+    kwargs = dict(dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=True)
+    rmsprop = sdm.config_for("opt_rmsprop", **kwargs)
+    assert dict(rmsprop.optimizer_hparams) == sdm.OPTIMIZER_HPARAMS["rmsprop"]
+    assert rmsprop.regularizer_hparams == ()
+    ewc = sdm.config_for("ewc", **kwargs)
+    assert dict(ewc.regularizer_hparams) == sdm.REGULARIZER_HPARAMS["ewc"]

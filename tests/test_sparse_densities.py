@@ -1,6 +1,7 @@
 """ERK and uniform per-layer densities, exact integer counts, and refused densities."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -70,3 +71,38 @@ def test_density_outside_unit_interval_is_refused(density):
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match=r"init must be one of \('erk', 'uniform'\), got 'xavier'"):
         sparse.densities([(3, 3)], 0.5, init="xavier")
+
+
+def test_a_layer_left_without_weights_is_refused_with_the_density_that_keeps_one():
+    # 0.01 · 20 = 0.2 rounds to 0: the (4, 5) layer would keep no weight.
+    with pytest.raises(
+        ValueError,
+        match=r"layer 0 \(shape \(4, 5\), 20 weights, density 0.01\) keeps no weight: its "
+        r"density must be at least 1/20 = 0.05 to keep one",
+    ):
+        sparse.layer_counts([(4, 5), (10,)], [0.01, 0.5])
+    assert sparse.layer_counts([(4, 5), (10,)], [0.05, 0.5]) == [1, 5]
+
+
+@pytest.mark.parametrize("init", ["erk", "uniform"])
+def test_min_density_keeps_a_weight_in_every_layer(init):
+    shapes = [(3, 3, 1, 8), (200, 64), (64, 10)]
+    sizes = np.asarray([math.prod(s) for s in shapes])
+    d = sparse.min_density(shapes, init=init)
+    assert np.all(np.asarray(sparse.densities(shapes, d, init=init)) * sizes >= 1)
+    below = np.asarray(sparse.densities(shapes, 0.999 * d, init=init)) * sizes
+    assert below.min() < 1  # the smallest such density
+    if init == "uniform":
+        np.testing.assert_allclose(d, 1 / sizes.min())
+    _, counts = sparse.density_counts(shapes, d, init=init)
+    assert min(counts) >= 1
+    with pytest.raises(ValueError, match="to keep a weight in every layer") as error:
+        sparse.density_counts(shapes, d / 50, init=init)
+    stated = float(re.search(r"density must be at least ([\d.e-]+)", str(error.value))[1])
+    assert d <= stated <= 1.01 * d  # rounded up: the stated density still keeps them all
+
+
+@pytest.mark.parametrize("density", ["0.5", True, None, [0.5]])
+def test_density_that_is_not_a_real_number_is_refused(density):
+    with pytest.raises(ValueError, match=r"density must be a real number in \(0, 1\], got"):
+        sparse.densities([(3, 3)], density, init="erk")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxcl import data, engine, scenarios, sparse
-from jaxcl.learners import Batch
+from jaxcl.learners import Batch, masked_mean_cross_entropy
 from jaxcl.models.cnn import CNN
 from jaxcl.optim import masked_adam
 
@@ -126,7 +126,7 @@ def test_topology_step_regrows_what_it_prunes_at_zero_with_reset_moments(stream)
         entered_any |= bool(free.any())
         assert (p_new[free] == 0).all() and (p_new[left & ~frozen] == 0).all()
         assert (mu[entered] == 0).all() and (nu[entered] == 0).all() and (n[entered] == 0).all()
-        assert (mu[~entered & ~(old_m & ~frozen)] == 1).all()  # untouched elsewhere
+        assert (mu[frozen & ~entered] == 1).all()  # frozen moments never move
         np.testing.assert_array_equal(p_new[frozen], p_old[frozen])
     assert entered_any
 
@@ -152,6 +152,12 @@ def test_one_compile_serves_every_sparsity_config(stream):
     [
         (dict(density=0.0), r"density must be in \(0, 1\]"),
         (dict(density=1.01), r"density must be in \(0, 1\]"),
+        (dict(density="0.5"), r"density must be a real number in \(0, 1\], got '0.5'"),
+        (
+            dict(density=1e-3, init="uniform"),
+            r"density 0.001 with init='uniform' leaves layer 0 \(shape \(3, 3, 1, 4\), 36 "
+            r"weights, density 0.001\) without any weight: density must be at least 0.0313",  # 1/32
+        ),
         (dict(init="xavier"), "init must be one of"),
         (dict(growth="magic"), "growth must be one of"),
         (dict(update_frequency=0), "update_frequency must be a positive integer, got 0"),
@@ -178,3 +184,101 @@ def test_momentum_growth_needs_optimizer_moments():
             steps_per_task=4,
             density=0.5,
         )
+
+
+def _batch(task, index, size=8):
+    rows = np.asarray(SCENARIO.train_idx[task][: int(SCENARIO.train_count[task])])
+    rows = rows[np.arange(index * size, (index + 1) * size) % len(rows)]
+    return Batch(
+        x=jnp.asarray(SCENARIO.train_x[rows]),
+        y=jnp.asarray(SCENARIO.train_y[rows]),
+        valid=jnp.ones(size, bool),
+        task=jnp.int32(task),
+        logit_mask=jnp.asarray(SCENARIO.class_mask[task]),
+        epoch=jnp.int32(task),
+        index=jnp.int32(index),
+    )
+
+
+@pytest.fixture(scope="module")
+def momentum():
+    """A momentum-growth learner over 12 steps per task and its compiled update."""
+    learner = make_learner(growth="momentum", steps_per_task=12)
+    return learner, jax.jit(learner.update)
+
+
+def _train(update, state, task, steps):
+    """``steps`` updates of ``task``; the number of weights that entered the mask at each."""
+    changed = []
+    for index in range(steps):
+        old = state.mask
+        state, _ = update(state, _batch(task, index), jax.random.PRNGKey(1000 + 100 * task + index))
+        if (index + 1) % FREQ == 0:
+            pairs = zip(_leaves(old), _leaves(state.mask), strict=True)
+            changed.append(sum(int((new & ~o).sum()) for o, new in pairs))
+    return state, changed
+
+
+def test_momentum_growth_keeps_changing_the_mask(momentum):
+    # With moments that only moved inside the mask, every candidate but the weights just
+    # pruned scored 0: the first update regrew the pruned ones elsewhere, then none
+    # changed. Main gave 36, 0, 0, 0, 0, 0 on task 0 and 35, 0, 0, 0, 0, 0 on task 1
+    # (gradient growth: 81, 76, 27, 24, 6, 2); now 79, 80, 58, 29, 8, 2 and 80, 66, 27, ...
+    learner, update = momentum
+    state = learner.init(jax.random.PRNGKey(0))
+    for task in range(2):  # task 1 has frozen weights
+        state = learner.begin_task(state, task, jax.random.PRNGKey(1 + task))
+        state, changed = _train(update, state, task, 12)
+        assert len(changed) == 6
+        assert all(c > 0 for c in changed[:5]), (task, changed)
+        assert changed[1] > changed[0] / 2, (task, changed)  # the death rate decays slowly
+
+
+def test_moments_move_at_every_free_position_and_trained_weights_as_masked_adam(momentum):
+    learner, update = momentum
+    state = learner.begin_task(learner.init(jax.random.PRNGKey(0)), 0, jax.random.PRNGKey(1))
+    state, _ = _train(update, state, 0, 3)
+    state = learner.begin_task(state, 1, jax.random.PRNGKey(2))
+    state, _ = _train(update, state, 1, 3)
+    batch = _batch(1, 2)  # step 3: no topology update
+    new, _ = update(state, batch, jax.random.PRNGKey(5))
+
+    def loss(weights):
+        logits = MODEL.apply({"params": weights}, batch.x)
+        own = batch._replace(logit_mask=batch.logit_mask & SCENARIO.class_mask[1])
+        return masked_mean_cross_entropy(logits, own)
+
+    grads = jax.grad(loss)(sparse.apply_masks(state.params, state.mask))
+    active = jax.tree.map(lambda m, f: m & ~f, state.mask, state.frozen)
+    # Reference: masked Adam restricted to the trained weights A = M ∧ ¬F.
+    opt = masked_adam(1e-2)
+    trained = jax.tree.map(lambda g, a: jnp.where(a, g, 0.0), grads, active)
+    ref_updates, ref_state = opt.update(trained, state.opt_state, state.params, mask=active)
+    new_adam, ref_adam, old_adam = new.opt_state[0], ref_state[0], state.opt_state[0]
+    leaves = zip(
+        *map(_leaves, (state.params, new.params, ref_updates, active, state.frozen, grads)),
+        *map(_leaves, (old_adam.mu, new_adam.mu, ref_adam.mu, new_adam.nu, ref_adam.nu)),
+        strict=True,
+    )
+    moved_outside = 0
+    for p, p_new, u, a, f, g, mu, mu_new, mu_ref, nu_new, nu_ref in leaves:
+        np.testing.assert_allclose(p_new, np.where(a, p + u, p), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(mu_new[a], mu_ref[a], rtol=1e-6)
+        np.testing.assert_allclose(nu_new[a], nu_ref[a], rtol=1e-6)
+        outside = ~a & ~f  # free weights outside the mask: a dense EMA of the gradient
+        np.testing.assert_allclose(mu_new[outside], 0.9 * mu[outside] + 0.1 * g[outside], rtol=1e-5)
+        np.testing.assert_array_equal(mu_new[f], mu[f])  # frozen: never moves
+        moved_outside += int((mu_new[outside] != 0).sum())
+    assert moved_outside > 0
+
+
+def test_a_state_whose_masks_do_not_fit_the_parameters_is_refused():
+    learner = make_learner()
+    state = learner.begin_task(learner.init(jax.random.PRNGKey(0)), 0, jax.random.PRNGKey(1))
+    # A hand-made frozen set that broadcasts (one flag per output unit) was used silently.
+    frozen = jax.tree.map(lambda f: f[(0,) * (f.ndim - 1)], state.frozen)
+    bad = state._replace(frozen=frozen)
+    with pytest.raises(ValueError, match=r"state.frozen\['\w+'\]\['kernel'\] has shape"):
+        learner.update(bad, _batch(0, 0), jax.random.PRNGKey(2))
+    with pytest.raises(ValueError, match=r"state.frozen\['\w+'\]\['kernel'\] has shape"):
+        learner.begin_task(bad, 1, jax.random.PRNGKey(2))

@@ -56,3 +56,51 @@ def test_masks_that_do_not_match_the_parameters_are_refused():
         sparse.apply_masks(PARAMS, bad_shape)
     with pytest.raises(ValueError, match="must have the parameters' structure"):
         sparse.apply_masks(PARAMS, {"a": good["a"]})
+
+
+def _lexicographic_top_k(scores, ties, k):
+    """Reference: the k first entries ordered by (score descending, tie key ascending)."""
+    order = np.lexsort((np.asarray(ties).ravel(), -np.asarray(scores).ravel()))
+    mask = np.zeros(np.size(scores), bool)
+    mask[order[:k]] = True
+    return mask.reshape(np.shape(scores))
+
+
+def test_top_k_mask_with_tie_keys_is_the_lexicographic_order():
+    rng = np.random.default_rng(0)
+    scores = jnp.asarray(rng.integers(0, 4, size=(6, 7)).astype(np.float32))  # many ties
+    scores = scores.at[0, 0].set(-0.0).at[0, 1].set(0.0).at[1, 2].set(-jnp.inf)
+    pick = jax.jit(lambda s, t, k: sparse.top_k_mask(s, k, k_max=30, ties=t))
+    for seed in range(5):
+        ties = sparse.random_bits_like(jax.random.PRNGKey(seed), scores)
+        for k in (0, 1, 9, 30):
+            np.testing.assert_array_equal(
+                pick(scores, ties, k), _lexicographic_top_k(scores, ties, k)
+            )
+
+
+def test_random_tie_keys_choose_uniformly_among_equal_scores():
+    # Index 0 scores highest; indices 1-8 tie at 0.5; 9 scores lowest. Pick 4: index 0
+    # always, 9 never, and 3 of the 8 tied ones with probability 3/8 each.
+    scores = jnp.array([2.0] + [0.5] * 8 + [0.1])
+    pick = jax.jit(
+        jax.vmap(
+            lambda key: sparse.top_k_mask(
+                scores, 4, k_max=5, ties=sparse.random_bits_like(key, scores)
+            )
+        )
+    )
+    chosen = np.asarray(pick(jax.random.split(jax.random.PRNGKey(0), 4000)))
+    assert chosen[:, 0].all() and not chosen[:, 9].any()
+    np.testing.assert_array_equal(chosen.sum(1), 4)
+    freq = chosen[:, 1:9].mean(0)
+    np.testing.assert_allclose(freq, 3 / 8, atol=0.04)  # 5 sigma of a binomial(4000, 3/8)
+    # The lower-index rule (ties=None) always takes the three lowest tied indices.
+    np.testing.assert_array_equal(
+        np.flatnonzero(sparse.top_k_mask(scores, 4, k_max=5)), [0, 1, 2, 3]
+    )
+
+
+def test_tie_keys_of_the_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match=r"ties must have the scores' shape \(2, 3\), got \(3,\)"):
+        sparse.top_k_mask(jnp.zeros((2, 3)), 1, k_max=2, ties=jnp.zeros(3, jnp.uint32))

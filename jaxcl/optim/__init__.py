@@ -3,7 +3,9 @@
 Primitives (``scale_by_*``) rescale gradients; aliases (``classp``, ``masked_adam``) add a
 learning rate; wrappers (``sam``, ``gnp``) evaluate a second gradient. All of them are
 ordinary optax transformations: NamedTuple states, ``jit``/``vmap``/``lax.scan`` safe,
-composable with :func:`optax.chain`.
+composable with :func:`optax.chain` and :func:`optax.inject_hyperparams` (also around
+:func:`get_optimizer`). ``sam`` and ``gnp`` wrap whole transformations, e.g. an
+:func:`optax.multi_transform`, not the other way round (see :mod:`jaxcl.optim._sam`).
 """
 
 from jaxcl.optim._classp import ScaleByClasspState as ScaleByClasspState

@@ -6,9 +6,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from optax import tree as otu
 
 from jaxcl.optim import _validation as v
+from jaxcl.optim._dtypes import accumulator_like, check_accumulator_dtype
 
 MODES = ("paper", "code")
 
@@ -22,8 +22,9 @@ class ScaleByClasspState(NamedTuple):
     Attributes:
       count: number of ``update`` calls so far; int32 scalar. Passed to a callable
         ``accumulate_only``.
-      grad_sum: per-element accumulator, same structure, shapes and dtypes as the params:
-        Σ|g|^p over gated steps in ``"paper"`` mode, Σ|g| in ``"code"`` mode.
+      grad_sum: per-element accumulator, same structure and shapes as the params, float32
+        by default (see ``accumulator_dtype``): Σ|g|^p over gated steps in ``"paper"``
+        mode, Σ|g| in ``"code"`` mode.
     """
 
     count: jax.Array
@@ -44,6 +45,7 @@ def scale_by_classp(
     include_current: bool = True,
     initial_accumulator: jax.typing.ArrayLike = 0.0,
     accumulate_only: PhaseFlag = False,
+    accumulator_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescale updates as CLASSP does: thresholded, power-``p`` AdaGrad.
 
@@ -78,6 +80,15 @@ def scale_by_classp(
 
     Switching phase therefore never changes the state's structure and never recompiles.
 
+    The accumulator is kept in ``accumulator_dtype``: by default (``None``) the parameters'
+    dtype promoted to at least float32. A bfloat16 sum stops growing once :math:`|g|^p` is
+    below half its spacing (at :math:`S = 256` for unit increments), after which every step
+    is too large; float32 avoids it. The updates have the dtype of the incoming updates
+    (bfloat16 in, bfloat16 out).
+
+    A NaN gradient opens the gate and propagates to the update and the accumulator, as in
+    every other optimizer, so that divergence is seen rather than skipped.
+
     Args:
       threshold: gate on the squared gradient; >= 0.
       power: the exponent ``p``; > 0.
@@ -87,6 +98,9 @@ def scale_by_classp(
         ``True`` is allowed in ``"code"`` mode.
       initial_accumulator: starting value of ``grad_sum``; >= 0.
       accumulate_only: the phase flag described above.
+      accumulator_dtype: dtype of ``grad_sum``; ``None`` (default) means the parameter's
+        dtype promoted to at least float32; a float dtype such as ``jnp.bfloat16`` forces
+        it.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`; extra arguments are ignored.
@@ -106,6 +120,7 @@ def scale_by_classp(
     v.check_nonnegative("eps", eps)
     v.check_nonnegative("initial_accumulator", initial_accumulator)
     v.check_choice("mode", mode, MODES)
+    check_accumulator_dtype(accumulator_dtype)
     if mode == "code" and not include_current:
         raise ValueError(
             "include_current=False is not available in mode='code': the authors' code always "
@@ -115,22 +130,25 @@ def scale_by_classp(
     def init_fn(params):
         return ScaleByClasspState(
             count=jnp.zeros([], jnp.int32),
-            grad_sum=otu.full_like(params, initial_accumulator),
+            grad_sum=accumulator_like(params, initial_accumulator, accumulator_dtype),
         )
 
     def leaf_update(g, s, accumulate):
+        g_acc = g.astype(s.dtype)
         if mode == "paper":
-            gate = jnp.square(g) > threshold
-            increment = jnp.abs(g) ** power
+            # Written as "not below" so that a NaN gradient opens the gate and propagates.
+            gate = ~(jnp.square(g_acc) <= threshold)
+            increment = jnp.abs(g_acc) ** power
         else:
             # The authors' test `(g ** 2).any() > threshold` compares a boolean with a float.
-            gate = jnp.any(jnp.square(g) != 0).astype(jnp.float32) > threshold
-            increment = jnp.abs(g)
+            gate = jnp.any(jnp.square(g_acc) != 0).astype(jnp.float32) > threshold
+            increment = jnp.abs(g_acc)
         new_s = jnp.where(gate, s + increment, s)
         denom = (eps + (new_s if include_current else s)) ** (1.0 / power)
-        safe_denom = jnp.where(denom > 0, denom, 1)
-        scaled = jnp.where(denom > 0, g / safe_denom, 0)
-        u = jnp.where(gate, jnp.where(accumulate, g, scaled), 0)
+        # Only an exact zero is guarded: a NaN denominator must give a NaN update.
+        safe_denom = jnp.where(denom == 0, 1, denom)
+        scaled = jnp.where(denom == 0, 0, g_acc / safe_denom)
+        u = jnp.where(gate, jnp.where(accumulate, g_acc, scaled), 0)
         return u.astype(g.dtype), new_s.astype(s.dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -155,6 +173,7 @@ def classp(
     include_current: bool = True,
     initial_accumulator: jax.typing.ArrayLike = 0.0,
     accumulate_only: PhaseFlag = False,
+    accumulator_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""The CLASSP optimizer: :func:`scale_by_classp` then a learning rate.
 
@@ -168,8 +187,8 @@ def classp(
 
     Args:
       learning_rate: a scalar >= 0 or an optax schedule.
-      threshold, power, eps, mode, include_current, initial_accumulator, accumulate_only:
-        as in :func:`scale_by_classp`.
+      threshold, power, eps, mode, include_current, initial_accumulator, accumulate_only,
+        accumulator_dtype: as in :func:`scale_by_classp` (float32 accumulator by default).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`.
@@ -197,6 +216,7 @@ def classp(
             include_current=include_current,
             initial_accumulator=initial_accumulator,
             accumulate_only=accumulate_only,
+            accumulator_dtype=accumulator_dtype,
         ),
         optax.scale_by_learning_rate(learning_rate),
     )

@@ -8,6 +8,8 @@ import optax
 from optax import tree as otu
 
 from jaxcl.optim import _validation as v
+from jaxcl.optim._dtypes import accumulator_like, check_accumulator_dtype
+from jaxcl.optim._masks import check_boolean, check_mask, is_none, subset_like
 
 
 class ScaleByMaskedAdamState(NamedTuple):
@@ -16,8 +18,9 @@ class ScaleByMaskedAdamState(NamedTuple):
     Attributes:
       count: per-element number of active steps; int32, same structure and shapes as the
         params. Each entry's bias correction uses its own count.
-      mu: first moment, same structure, shapes and dtypes as the params.
-      nu: second moment, same structure, shapes and dtypes as the params.
+      mu: first moment, same structure and shapes as the params; float32 by default (see
+        ``accumulator_dtype``).
+      nu: second moment, like ``mu``.
     """
 
     count: optax.Updates
@@ -32,12 +35,16 @@ def _default_activity(g, mask_by_gradient):
 def _resolve_mask(mask, updates, mask_by_gradient):
     if mask is None:
         return jax.tree.map(lambda g: _default_activity(g, mask_by_gradient), updates)
+    # Inside optax.masked / multi_transform the updates have MaskedNode sub-trees while
+    # extra arguments arrive whole: subset the mask the same way, then check it.
+    mask = subset_like(mask, updates)
+    check_mask(mask, updates, name="mask", allow_none=True)
     # A None leaf in the mask (e.g. an unpruned bias) falls back to the default activity.
     return jax.tree.map(
         lambda m, g: _default_activity(g, mask_by_gradient) if m is None else m,
         mask,
         updates,
-        is_leaf=lambda x: x is None,
+        is_leaf=is_none,
     )
 
 
@@ -48,6 +55,7 @@ def scale_by_masked_adam(
     *,
     bias_correction: bool = True,
     mask_by_gradient: bool = True,
+    accumulator_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescale updates by Adam, advancing each entry only while it is active.
 
@@ -67,16 +75,44 @@ def scale_by_masked_adam(
     ``bias_correction=False`` the hats are dropped: :math:`u_t = a_t m_t / (\sqrt{v_t} +
     \epsilon)` ("Adam without bias correction", as in the Hard ASH study).
 
-    Activity comes from ``update(..., mask=mask)``: a pytree with the structure and shapes
-    of the updates, non-zero (or True) meaning active, e.g. a dynamic-sparse-training
-    weight mask or a Top-K activation pattern; a ``None`` leaf falls back to the default
-    below. With ``mask=None``:
+    Activity comes from ``update(..., mask=mask)``: a pytree of boolean arrays with the
+    structure and exact shapes of the updates, True meaning active, e.g. a
+    dynamic-sparse-training weight mask or a Top-K activation pattern; a ``None`` leaf (an
+    unpruned bias, say) falls back to the default below. The structure, shapes and dtype
+    are checked at trace time (a ``ValueError`` or ``TypeError`` names the leaf); nothing is
+    broadcast. With ``mask=None``:
 
-    * ``mask_by_gradient=True`` (default): active means a non-zero gradient. A gradient
-      that is exactly zero (a silent unit) freezes the entry.
+    * ``mask_by_gradient=True`` (default): active means a non-zero gradient *as this
+      transform receives it*. A gradient that is exactly zero (a silent unit) freezes the
+      entry.
     * ``mask_by_gradient=False``: every entry is active, which is plain dense Adam.
 
     With every entry active at every step this is :func:`optax.adam`'s rule.
+
+    A transform chained before this one changes what "non-zero gradient" means:
+    ``optax.chain(optax.add_decayed_weights(wd), masked_adam(lr))`` adds ``wd * w`` to the
+    gradient, so every non-zero weight is active at every step, silent units included (and
+    its moments decay). To keep activity from the loss gradient, pass it explicitly; a
+    chain hands ``mask=`` to every member and the others ignore it::
+
+      opt = optax.chain(optax.add_decayed_weights(1e-4), masked_adam(1e-3))
+      updates, state = opt.update(
+          grads, state, params, mask=jax.tree.map(lambda g: g != 0, grads)
+      )
+
+    Entries inactive by the mask then get no update at all: neither the Adam step nor the
+    weight decay.
+
+    Inside :func:`optax.multi_transform` (or :func:`optax.partition`) and
+    :func:`optax.masked`, pass ``mask=`` with the structure of *all* the parameters: the
+    sub-trees the wrapper hides from this transform are dropped from the mask as they are
+    from the updates.
+
+    The moments are kept in ``accumulator_dtype``: by default (``None``) the parameters'
+    dtype promoted to at least float32, so bfloat16 parameters get float32 moments
+    (:math:`\beta_2 v` rounds back to :math:`v` in bfloat16, and the second moment stops
+    decaying). The updates have the dtype of the incoming updates (bfloat16 in, bfloat16
+    out). The counts are int32.
 
     Args:
       b1: decay of the first moment, in [0, 1).
@@ -84,6 +120,9 @@ def scale_by_masked_adam(
       eps: added to the denominator outside the root; >= 0.
       bias_correction: divide the moments by :math:`1-\beta^{n}` (per element).
       mask_by_gradient: what ``mask=None`` means (see above).
+      accumulator_dtype: dtype of ``mu`` and ``nu``; ``None`` (default) means the
+        parameter's dtype promoted to at least float32; a float dtype such as
+        ``jnp.bfloat16`` forces it (like the ``mu_dtype`` of :func:`optax.adam`).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose ``update`` accepts the keyword
@@ -103,6 +142,7 @@ def scale_by_masked_adam(
     v.check_decay("b1", b1)
     v.check_decay("b2", b2)
     v.check_nonnegative("eps", eps)
+    check_accumulator_dtype(accumulator_dtype)
 
     def _one_minus_power(b, n):
         return -jnp.expm1(n * jnp.log(jnp.asarray(b, jnp.float32)))
@@ -110,15 +150,15 @@ def scale_by_masked_adam(
     def init_fn(params):
         return ScaleByMaskedAdamState(
             count=otu.zeros_like(params, dtype=jnp.int32),
-            mu=otu.zeros_like(params),
-            nu=otu.zeros_like(params),
+            mu=accumulator_like(params, 0.0, accumulator_dtype),
+            nu=accumulator_like(params, 0.0, accumulator_dtype),
         )
 
     def leaf_update(g, active, n, m, nu):
-        active = jnp.asarray(active) != 0
+        g_acc = g.astype(m.dtype)
         new_n = jnp.where(active, optax.safe_increment(n), n)
-        new_m = jnp.where(active, b1 * m + (1 - b1) * g, m)
-        new_nu = jnp.where(active, b2 * nu + (1 - b2) * jnp.square(g), nu)
+        new_m = jnp.where(active, b1 * m + (1 - b1) * g_acc, m)
+        new_nu = jnp.where(active, b2 * nu + (1 - b2) * jnp.square(g_acc), nu)
         m_hat, nu_hat = new_m, new_nu
         if bias_correction:
             # Entries never active have n = 0 and a zero correction; their update is masked
@@ -156,6 +196,7 @@ def masked_adam(
     *,
     bias_correction: bool = True,
     mask_by_gradient: bool = True,
+    accumulator_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Masked Adam: :func:`scale_by_masked_adam` then a learning rate.
 
@@ -164,7 +205,8 @@ def masked_adam(
 
     Args:
       learning_rate: a scalar >= 0 or an optax schedule.
-      b1, b2, eps, bias_correction, mask_by_gradient: as in :func:`scale_by_masked_adam`.
+      b1, b2, eps, bias_correction, mask_by_gradient, accumulator_dtype: as in
+        :func:`scale_by_masked_adam` (moments in float32 by default).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`.
@@ -183,7 +225,12 @@ def masked_adam(
         v.check_nonnegative("learning_rate", learning_rate)
     return optax.chain(
         scale_by_masked_adam(
-            b1, b2, eps, bias_correction=bias_correction, mask_by_gradient=mask_by_gradient
+            b1,
+            b2,
+            eps,
+            bias_correction=bias_correction,
+            mask_by_gradient=mask_by_gradient,
+            accumulator_dtype=accumulator_dtype,
         ),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -193,15 +240,32 @@ def became_active(old_mask: Any, new_mask: Any) -> Any:
     """Entries active in ``new_mask`` but not in ``old_mask`` (e.g. regrown weights).
 
     Args:
-      old_mask: pytree of arrays, non-zero meaning active.
-      new_mask: pytree with the same structure and shapes.
+      old_mask: pytree of boolean arrays, True meaning active; ``None`` leaves (unmasked
+        parameters, as in :func:`scale_by_masked_adam`'s ``mask=``) are allowed.
+      new_mask: pytree with the same structure, shapes and ``None`` leaves.
 
     Returns:
-      A pytree of boolean arrays with the same structure.
+      A pytree of boolean arrays with the same structure, ``None`` where the masks are
+      ``None`` (nothing there became active).
+
+    Raises:
+      ValueError: the structures, shapes or ``None`` leaves differ.
+      TypeError: a leaf is not boolean.
     """
-    return jax.tree.map(
-        lambda o, n: (jnp.asarray(o) == 0) & (jnp.asarray(n) != 0), old_mask, new_mask
-    )
+    check_mask(old_mask, new_mask, name="old_mask", allow_none=True)
+    check_boolean(new_mask, name="new_mask")
+
+    def leaf(path, o, n):
+        if o is None and n is None:
+            return None
+        if o is None or n is None:
+            raise ValueError(
+                f"old_mask and new_mask must have None at the same leaves, got None only in "
+                f"{'old_mask' if o is None else 'new_mask'}{jax.tree_util.keystr(path)}"
+            )
+        return ~o & n
+
+    return jax.tree_util.tree_map_with_path(leaf, old_mask, new_mask, is_leaf=is_none)
 
 
 def reset_moments(
@@ -212,19 +276,23 @@ def reset_moments(
 ) -> optax.OptState:
     """Zero an optimizer state's per-parameter buffers where entries became active.
 
-    Works on any optax state (a chain, ``inject_hyperparams``, :func:`masked_adam`,
-    :func:`optax.adam`, SGD momentum, ...) without knowing its types: every sub-tree of
-    ``state`` whose tree structure and leaf shapes equal those of ``newly_active`` is a
-    per-parameter buffer (``mu``, ``nu``, ``trace``, masked Adam's per-element ``count``,
-    AdaGrad's ``sum_of_squares``, CLASSP's ``grad_sum``, ...), and is set to zero where
-    ``newly_active`` is true. Scalars such as optax's global step count are left alone, so
+    Works on any optax state (a chain, ``inject_hyperparams``, :func:`optax.multi_transform`,
+    :func:`optax.masked`, :func:`masked_adam`, :func:`optax.adam`, SGD momentum, ...)
+    without knowing its types: every sub-tree of ``state`` whose tree structure and leaf
+    shapes equal those of ``newly_active`` is a per-parameter buffer (``mu``, ``nu``,
+    ``trace``, masked Adam's per-element ``count``, AdaGrad's ``sum_of_squares``, CLASSP's
+    ``grad_sum``, ...), and is set to zero where ``newly_active`` is true. Sub-trees that
+    :func:`optax.masked` or :func:`optax.multi_transform` replaced by
+    :class:`optax.MaskedNode` are skipped, and a ``None`` leaf of ``newly_active`` resets
+    nothing in that leaf. Scalars such as optax's global step count are left alone, so
     :func:`optax.adam` keeps bias-correcting regrown entries with the global step; masked
     Adam restarts their own count, which is the point of it.
 
     Args:
       state: an optimizer state.
-      newly_active: pytree with the params' structure and shapes; non-zero (True) marks
-        entries to reset, e.g. ``became_active(old_mask, new_mask)``.
+      newly_active: pytree of boolean arrays with the params' structure and shapes
+        (``None`` leaves allowed); True marks entries to reset, e.g.
+        ``became_active(old_mask, new_mask)``.
       fields: if given, only buffers reached through a NamedTuple field (or dict key) with
         one of these names are reset, e.g. ``("mu", "nu", "count")`` to keep an
         accumulator such as ``sum_of_squares``.
@@ -232,29 +300,71 @@ def reset_moments(
     Returns:
       A state with the same structure, shapes and dtypes.
 
+    Raises:
+      ValueError: no sub-tree of ``state`` has the structure and shapes of
+        ``newly_active`` (the message names the leaf whose shape differs, if any), or
+        ``fields`` names none of the buffers found.
+      TypeError: a leaf of ``newly_active`` is not boolean.
+
     .. warning::
       With a single-array (or scalar) parameter, every array of that shape in the state
       counts as a buffer, including a scalar step count when the parameter is a scalar.
       Use ``fields`` in that case.
     """
-    target = jax.tree.structure(newly_active)
-    shapes = [jnp.shape(x) for x in jax.tree.leaves(newly_active)]
+    check_boolean(newly_active, name="newly_active")
+
+    def same_structure(node):
+        if not jax.tree.leaves(node):  # an empty state, or a MaskedNode hidden by a wrapper
+            return False
+        mask = subset_like(newly_active, node)
+        return jax.tree.structure(mask, is_leaf=is_none) == jax.tree.structure(node)
 
     def is_buffer(node):
-        leaves, treedef = jax.tree.flatten(node)
-        return treedef == target and [jnp.shape(x) for x in leaves] == shapes
+        if not same_structure(node):
+            return False
+        mask = subset_like(newly_active, node)
+        pairs = zip(jax.tree.leaves(mask, is_leaf=is_none), jax.tree.leaves(node), strict=True)
+        return all(a is None or jnp.shape(a) == jnp.shape(x) for a, x in pairs)
+
+    def names(path):
+        return {getattr(k, "name", getattr(k, "key", None)) for k in path}
 
     def wanted(path):
-        if fields is None:
-            return True
-        names = {getattr(k, "name", getattr(k, "key", None)) for k in path}
-        return bool(names & set(fields))
+        return fields is None or bool(names(path) & set(fields))
+
+    buffers = [
+        path
+        for path, node in jax.tree_util.tree_leaves_with_path(state, is_leaf=is_buffer)
+        if is_buffer(node)
+    ]
+    if not buffers:
+        _explain_missing_buffer(state, newly_active, same_structure)
+    if not any(wanted(p) for p in buffers):
+        found = sorted({str(n) for p in buffers for n in names(p) if n is not None})
+        raise ValueError(
+            f"fields must name a field holding a per-parameter buffer (one of {found}), "
+            f"got {fields!r}"
+        )
+
+    def reset_leaf(x, a):
+        return x if a is None else jnp.where(a, jnp.zeros_like(x), x)
 
     def reset(path, node):
         if not is_buffer(node) or not wanted(path):
             return node
-        return jax.tree.map(
-            lambda x, a: jnp.where(jnp.asarray(a) != 0, jnp.zeros_like(x), x), node, newly_active
-        )
+        return jax.tree.map(reset_leaf, node, subset_like(newly_active, node))
 
     return jax.tree_util.tree_map_with_path(reset, state, is_leaf=is_buffer)
+
+
+def _explain_missing_buffer(state, newly_active, same_structure) -> None:
+    """Raises the ValueError of :func:`reset_moments` when no buffer matches."""
+    candidates = [n for n in jax.tree.leaves(state, is_leaf=same_structure) if same_structure(n)]
+    if candidates:  # right structure, wrong shapes: name the first leaf that differs
+        node = candidates[0]
+        check_mask(subset_like(newly_active, node), node, name="newly_active", allow_none=True)
+    raise ValueError(
+        "newly_active must have the parameters' structure, that of a per-parameter buffer "
+        f"of the state (mu, trace, ...), got {jax.tree.structure(newly_active)}: no sub-tree "
+        "of the state has it"
+    )

@@ -2,7 +2,10 @@
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from jaxcl.optim import _validation as v
@@ -12,20 +15,46 @@ from jaxcl.optim._masked_adam import masked_adam
 from jaxcl.optim._sam import gnp, sam
 
 
+def _at_least_float32(x: Any) -> Any:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _float32_state(opt: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``opt`` computed and accumulated in (at least) float32, its updates cast back.
+
+    optax's accumulators follow the parameter dtype (``optax.adam``'s ``mu_dtype`` covers the
+    first moment only); in bfloat16 a sum of squares stops growing once each increment is
+    below half its last bit.
+    """
+    opt = optax.with_extra_args_support(opt)
+
+    def init_fn(params):
+        return opt.init(jax.tree.map(_at_least_float32, params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        wide_updates, wide_params = jax.tree.map(_at_least_float32, (updates, params))
+        new, state = opt.update(wide_updates, state, wide_params, **extra_args)
+        return jax.tree.map(lambda n, u: n.astype(u.dtype), new, updates), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def _sgd(*, learning_rate):
     return optax.sgd(learning_rate)
 
 
 def _momentum(*, learning_rate, momentum=0.9, nesterov=False):
     v.check_decay("momentum", momentum)
-    return optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
+    return _float32_state(optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
 
 
 def _adam(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
     v.check_decay("b1", b1)
     v.check_decay("b2", b2)
     v.check_nonnegative("eps", eps)
-    return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+    return _float32_state(optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
 
 
 def _adam_nobc(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
@@ -36,14 +65,16 @@ def _adam_nobc(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
 def _rmsprop(*, learning_rate, decay=0.9, eps=1e-8, eps_in_sqrt=True):
     v.check_decay("decay", decay)
     v.check_nonnegative("eps", eps)
-    return optax.rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt)
+    return _float32_state(
+        optax.rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt)
+    )
 
 
 def _adagrad(*, learning_rate, initial_accumulator_value=0.1, eps=1e-7):
     v.check_nonnegative("initial_accumulator_value", initial_accumulator_value)
     v.check_nonnegative("eps", eps)
-    return optax.adagrad(
-        learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps
+    return _float32_state(
+        optax.adagrad(learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps)
     )
 
 
@@ -77,7 +108,7 @@ def _masked_adam(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8, bias_correction=T
 def _sgd_base(learning_rate, momentum, pre):
     if momentum is not None:
         v.check_decay("momentum", momentum)
-    return optax.chain(*pre, optax.sgd(learning_rate, momentum=momentum))
+    return _float32_state(optax.chain(*pre, optax.sgd(learning_rate, momentum=momentum)))
 
 
 def _sam(*, learning_rate, rho, momentum=None, _pre=()):
@@ -111,6 +142,28 @@ def _hyperparameters(builder) -> tuple[list[str], list[str]]:
     public = [p for p in params if not p.name.startswith("_")]
     required = [p.name for p in public if p.default is inspect.Parameter.empty]
     return [p.name for p in public], required
+
+
+class _Unset:
+    """Stands for "not passed" in get_optimizer's declared signature (defaults differ by name)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
+def _declared_signature(function) -> inspect.Signature:
+    """``function``'s signature with ``**hparams`` spelled out as every builder's keywords.
+
+    ``optax.inject_hyperparams`` binds its arguments to the factory's signature: with
+    ``**hparams`` it would inject one dict named ``hparams`` instead of ``learning_rate``.
+    """
+    params = list(inspect.signature(function).parameters.values())[:-1]  # drop **hparams
+    names = dict.fromkeys(n for b in _BUILDERS.values() for n in _hyperparameters(b)[0])
+    keywords = (inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_UNSET) for n in names)
+    return inspect.signature(function).replace(parameters=[*params, *keywords])
 
 
 def get_optimizer(
@@ -152,6 +205,19 @@ def get_optimizer(
     Every result accepts ``update(grads, state, params, **extra)`` with any extra keyword
     arguments (``grad_fn``, ``mask``, ...); each part of the chain takes the ones it knows.
 
+    Accumulating state (moments, sums of squares, traces) is kept in float32 (at least) for
+    any parameter dtype, and updates come back in the gradient's dtype: in bfloat16 an
+    accumulator stops growing once each increment is below half its last bit. The optax
+    entries get this from a float32 wrapper; ``"classp"``, ``"masked_adam"`` and
+    ``"adam_nobc"`` from :func:`classp` and :func:`masked_adam` themselves.
+
+    To change hyperparameters mid-run, wrap the registry in
+    :func:`optax.inject_hyperparams`: ``optax.inject_hyperparams(get_optimizer)("adam",
+    learning_rate=1e-3)`` keeps every numeric hyperparameter *passed* (not the defaults)
+    in ``state.hyperparams``, e.g. ``state.hyperparams["learning_rate"]``, which may be
+    set between steps or given as a schedule. A callable that is not a schedule (CLASSP's
+    ``accumulate_only``) must be named in ``static_args``.
+
     Args:
       name: one of :data:`OPTIMIZERS`.
       clip_global_norm: if given (> 0), ``optax.clip_by_global_norm`` is applied to the
@@ -167,6 +233,7 @@ def get_optimizer(
       ValueError: unknown ``name``, or a hyperparameter out of range.
       TypeError: unknown or missing hyperparameters.
     """
+    hparams = {k: x for k, x in hparams.items() if x is not _UNSET}
     if name not in _BUILDERS:
         raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}.")
     builder = _BUILDERS[name]
@@ -179,8 +246,7 @@ def get_optimizer(
     missing = [p for p in required if p not in hparams]
     if missing:
         raise TypeError(f"get_optimizer({name!r}): missing hyperparameter(s) {missing}.")
-    if not callable(hparams["learning_rate"]):
-        v.check_nonnegative("learning_rate", hparams["learning_rate"])
+    v.check_nonnegative("learning_rate", hparams["learning_rate"])
 
     pre: tuple[optax.GradientTransformation, ...] = ()
     if clip_global_norm is not None:
@@ -194,3 +260,6 @@ def get_optimizer(
     else:
         opt = builder(**hparams)
     return optax.chain(*pre, opt, *post)
+
+
+get_optimizer.__signature__ = _declared_signature(get_optimizer)

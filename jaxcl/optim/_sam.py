@@ -1,4 +1,4 @@
-"""Sharpness-aware minimisation (SAM) and the first-order gradient-norm penalty (GNP).
+r"""Sharpness-aware minimisation (SAM) and the first-order gradient-norm penalty (GNP).
 
 Both wrap a base optimizer and spend two gradient evaluations on one real step: the
 gradient ``g1`` the caller passes to ``update`` and a second one at perturbed parameters,
@@ -8,7 +8,34 @@ computed by ``grad_fn`` passed as an extra argument::
     updates, state = opt.update(grad_fn(params), state, params, grad_fn=grad_fn)
 
 One ``update`` is one step, so the optimizer fits in a ``lax.scan`` over batches (unlike
-the alternating "transparent" mode of :func:`optax.contrib.sam`).
+the alternating "transparent" mode of :func:`optax.contrib.sam`). ``grad_fn`` takes the
+parameters only (the batch is closed over), unlike :func:`optax.contrib.sam`'s
+``grad_fn(params, i)``.
+
+Transformations chained before (``optax.chain(pre, sam(base, rho))``) hand over
+``u = pre(g1)``, not ``g1``. Both wrappers evaluate ``g1 = grad_fn(params)`` themselves,
+take the ascent direction from it and add what the chain changed, ``d = u - g1``, to the
+gradient they give ``base``: :math:`g = g_2 + d` for SAM. This is exact for terms added to
+the gradient that depend on the weights only (``optax.add_decayed_weights``, an L2 penalty):
+they act at :math:`w`, outside the sharpness term, as the weight decay of Foret et al.'s
+objective :math:`L^{SAM}(w) + \lambda \lVert w \rVert_2^2` (eq. 1). Rescaling transforms
+(clipping, normalisation) are not additive (``clip(g1) - g1 + g2`` is not ``clip(g2)``): put
+them inside ``base``. With nothing chained before, ``d = 0``. Under ``jit``, XLA's
+common-subexpression elimination merges ``grad_fn(params)`` with the caller's identical
+computation of ``g1`` (checked on :func:`jaxcl.learners.supervised`'s MLP step: as many
+matmuls in the compiled program as before ``g1`` was re-evaluated).
+
+Inside :func:`optax.masked` or :func:`optax.multi_transform` a wrapper would see only its
+sub-tree of the parameters and could not call ``grad_fn``, which takes all of them: it
+raises an error saying to wrap the whole transformation instead,
+``sam(optax.multi_transform(transforms, labels), rho)`` (every parameter is perturbed, each
+group's optimizer receives its part of the sharpness-aware gradient).
+
+With flax, pass ``grad_fn`` through ``nnx.Optimizer.update(model, grads, grad_fn=...)``
+(its ``grad_fn`` takes the ``nnx.Param`` state as a pure pytree, the structure of
+``grads``); ``flax.training.train_state.TrainState.apply_gradients`` cannot forward it:
+call ``state.tx.update(grads, state.opt_state, state.params, grad_fn=...)`` and
+``state.replace(...)`` instead. The README shows both.
 """
 
 from collections.abc import Callable
@@ -48,21 +75,44 @@ def _normalized(tree: Any) -> Any:
     return jax.tree.map(lambda x: (x * inv).astype(x.dtype), tree)
 
 
-def _gradient_at_ascent_point(grads, params, radius, grad_fn):
-    """g2 = grad_fn(params + radius * g1 / ||g1||); at g1 = 0 the point is params itself."""
-    direction = _normalized(grads)
+def _gradients(updates, params, radius, grad_fn):
+    """The first gradient, its direction, the gradient at the ascent point and the offset.
+
+    ``g1 = grad_fn(params)``, ``direction = g1 / ||g1||`` (0 at ``g1 = 0``, so the ascent
+    point is then ``params`` itself), ``g2 = grad_fn(params + radius * direction)`` and
+    ``offset = updates - g1``, what transformations chained before changed. All in the
+    dtypes of ``updates``.
+    """
+    g1 = jax.tree.map(lambda g, u: g.astype(u.dtype), grad_fn(params), updates)
+    direction = _normalized(g1)
     perturbed = jax.tree.map(lambda p, d: (p + radius * d).astype(p.dtype), params, direction)
-    return direction, grad_fn(perturbed)
+    g2 = jax.tree.map(lambda g, u: g.astype(u.dtype), grad_fn(perturbed), updates)
+    offset = jax.tree.map(lambda u, g: u - g, updates, g1)
+    return g1, direction, g2, offset
+
+
+def _is_masked_node(x: Any) -> bool:
+    return isinstance(x, optax.MaskedNode)
 
 
 def _check_call(name: str, params: Any, grad_fn: GradFn | None) -> None:
     if grad_fn is None:
         raise ValueError(
             f"{name}: update() needs the keyword argument grad_fn, a function params -> grads "
-            "evaluating the current batch's gradient."
+            "evaluating the current batch's gradient (flax's TrainState.apply_gradients cannot "
+            "pass it: see the docstring of jaxcl.optim.sam)."
         )
     if params is None:
         raise ValueError(f"{name}: update() needs params, to evaluate grad_fn near them.")
+    # optax.masked (and multi_transform, built on it) replaces the other groups' leaves.
+    if any(map(_is_masked_node, jax.tree.leaves(params, is_leaf=_is_masked_node))):
+        raise ValueError(
+            f"{name} cannot run inside optax.masked or optax.multi_transform: it sees only its "
+            "group of the parameters there, and grad_fn needs all of them. Wrap the whole "
+            f"transformation instead, e.g. {name}(optax.multi_transform(transforms, labels), "
+            "...): every parameter is perturbed and each group's optimizer receives its part "
+            "of the sharpness-aware gradient."
+        )
 
 
 def sam(
@@ -81,8 +131,11 @@ def sam(
     unlike normalising by a zero norm).
 
     ``update(grads, state, params, *, grad_fn, **extra)``: ``grads`` is :math:`g_1` at
-    ``params``; ``grad_fn(params) -> grads`` evaluates the same batch's gradient at other
-    weights. Other extra arguments (e.g. ``mask``) are forwarded to ``base``.
+    ``params`` after any transformation chained before; ``grad_fn(params) -> grads``
+    evaluates the same batch's gradient at any weights. What the chain changed,
+    :math:`d = \text{grads} - \nabla L(w)`, is added: :math:`u = \text{base}(g + d)`
+    (module docstring; :math:`d = 0` when nothing is chained before). Other extra
+    arguments (e.g. ``mask``) are forwarded to ``base``.
 
     Args:
       base: the optimizer that receives the sharpness-aware gradient (e.g. ``optax.sgd``).
@@ -99,9 +152,8 @@ def sam(
       statistics (BatchNorm) or any other mutable collection, ``grad_fn`` must discard
       what it computes: only the unperturbed forward pass that produced ``g1`` may update
       them, otherwise statistics of perturbed weights leak into the model (the reason for
-      :func:`optax.contrib.sam`'s opaque mode). Put gradient clipping inside ``base``: a
-      transformation chained before this one changes ``g1`` only, not what ``grad_fn``
-      returns.
+      :func:`optax.contrib.sam`'s opaque mode). Put gradient clipping inside ``base``:
+      chained before, only its change to ``g1`` is carried over (module docstring).
     """
     v.check_nonnegative("rho", rho)
     base = optax.with_extra_args_support(base)
@@ -111,9 +163,9 @@ def sam(
 
     def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
         _check_call("sam", params, grad_fn)
-        _, g2 = _gradient_at_ascent_point(updates, params, rho, grad_fn)
-        g2 = jax.tree.map(lambda a, g: a.astype(g.dtype), g2, updates)
-        new_updates, inner = base.update(g2, state.inner_state, params, **extra_args)
+        _, _, g2, offset = _gradients(updates, params, rho, grad_fn)
+        g = jax.tree.map(lambda a, d: a + d, g2, offset)
+        new_updates, inner = base.update(g, state.inner_state, params, **extra_args)
         return new_updates, SAMState(inner_state=inner)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -143,7 +195,8 @@ def gnp(
     :math:`r = 0` means plain training (:math:`g = g_1`). A zero :math:`g_1` gives
     :math:`\hat g_1 = 0` and a finite update.
 
-    ``update(grads, state, params, *, grad_fn, **extra)`` as for :func:`sam`.
+    ``update(grads, state, params, *, grad_fn, **extra)`` as for :func:`sam`: the change
+    :math:`d` made by transformations chained before is added to :math:`g`.
 
     Args:
       base: the optimizer that receives the mixed gradient.
@@ -163,9 +216,8 @@ def gnp(
       statistics (BatchNorm) or any other mutable collection, ``grad_fn`` must discard
       what it computes: only the unperturbed forward pass that produced ``g1`` may update
       them, otherwise statistics of perturbed weights leak into the model (the reason for
-      :func:`optax.contrib.sam`'s opaque mode). Put gradient clipping inside ``base``: a
-      transformation chained before this one changes ``g1`` only, not what ``grad_fn``
-      returns.
+      :func:`optax.contrib.sam`'s opaque mode). Put gradient clipping inside ``base``:
+      chained before, only its change to ``g1`` is carried over (module docstring).
     """
     v.check_nonnegative("r", r)
     v.check_fraction("alpha", alpha)
@@ -176,14 +228,17 @@ def gnp(
 
     def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
         _check_call("gnp", params, grad_fn)
-        direction, g2 = _gradient_at_ascent_point(updates, params, r, grad_fn)
-        first = direction if normalize_first else updates
+        g1, direction, g2, offset = _gradients(updates, params, r, grad_fn)
+        first = direction if normalize_first else g1
         plain = jnp.asarray(r) == 0
         mixed = jax.tree.map(
-            lambda g1, f, b: jnp.where(plain, g1, (1 - alpha) * f + alpha * b).astype(g1.dtype),
-            updates,
+            lambda a, f, b, d: (jnp.where(plain, a, (1 - alpha) * f + alpha * b) + d).astype(
+                a.dtype
+            ),
+            g1,
             first,
             g2,
+            offset,
         )
         new_updates, inner = base.update(mixed, state.inner_state, params, **extra_args)
         return new_updates, GNPState(inner_state=inner)

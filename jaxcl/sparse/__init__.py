@@ -1,9 +1,10 @@
 """Sparse weight masks and dynamic sparse training (DST) for continual learning.
 
-Densities (``erk_densities``, ``uniform_densities``, exact ``layer_counts``), masks as
-pytrees of boolean arrays (``random_masks``, ``apply_masks``, ``top_k_mask``), the
-topology update (``prune_and_regrow`` with ``growth_scores`` of the four criteria), the
-death-rate schedule, and the per-task parameter-isolation learner ``dst``.
+Densities (``erk_densities``, ``uniform_densities``, exact ``layer_counts``, the smallest
+``min_density``), masks as pytrees of boolean arrays (``random_masks``, ``apply_masks``,
+``top_k_mask`` with random tie-breaking), the topology update (``prune_and_regrow`` with
+``growth_scores`` of the four criteria), the death-rate schedule, and the per-task
+parameter-isolation learner ``dst``.
 
 Reference: Yildirim et al., `Continual Learning with Dynamic Sparse Training
 <https://arxiv.org/abs/2308.14831>`_, CPAL 2024 (jaxcl ``reference/algorithms.md`` §3).
@@ -11,8 +12,10 @@ Reference: Yildirim et al., `Continual Learning with Dynamic Sparse Training
 
 from jaxcl.sparse._densities import INITS as INITS
 from jaxcl.sparse._densities import densities as densities
+from jaxcl.sparse._densities import density_counts as density_counts
 from jaxcl.sparse._densities import erk_densities as erk_densities
 from jaxcl.sparse._densities import layer_counts as layer_counts
+from jaxcl.sparse._densities import min_density as min_density
 from jaxcl.sparse._densities import uniform_densities as uniform_densities
 from jaxcl.sparse._evaluation import EVALUATIONS as EVALUATIONS
 from jaxcl.sparse._evaluation import authors_fwt as authors_fwt
@@ -28,6 +31,7 @@ from jaxcl.sparse._masks import apply_masks as apply_masks
 from jaxcl.sparse._masks import check_masks as check_masks
 from jaxcl.sparse._masks import leaf_shapes as leaf_shapes
 from jaxcl.sparse._masks import mask_counts as mask_counts
+from jaxcl.sparse._masks import random_bits_like as random_bits_like
 from jaxcl.sparse._masks import random_masks as random_masks
 from jaxcl.sparse._masks import top_k_mask as top_k_mask
 from jaxcl.sparse._prune_grow import GROWTH as GROWTH
@@ -51,6 +55,7 @@ __all__ = [
     "check_masks",
     "cosine_death_rate",
     "densities",
+    "density_counts",
     "dst",
     "erk_densities",
     "growth_schedule",
@@ -60,7 +65,9 @@ __all__ = [
     "leaf_shapes",
     "magnitude_prune",
     "mask_counts",
+    "min_density",
     "prune_and_regrow",
+    "random_bits_like",
     "random_masks",
     "regrow",
     "sparsity_config",

@@ -1,12 +1,15 @@
 """Per-layer densities of a sparse network: uniform and Erdős–Rényi-Kernel (ERK).
 
 Densities are fractions of kept weights per layer; :func:`layer_counts` turns them into
-exact integer counts whose total is exactly ``round(density · Σ N_l)``.
+exact integer counts whose total is exactly ``round(density · Σ N_l)``, and refuses
+densities so small that a layer would keep no weight.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Real
 
 import numpy as np
 
@@ -15,7 +18,10 @@ Shape = Sequence[int]
 
 
 def check_density(density: float) -> float:
-    """``density`` as a float, refused unless it lies in (0, 1]."""
+    """``density`` as a float, refused unless it is a real number in (0, 1]."""
+    real = isinstance(density, Real) or (np.ndim(density) == 0 and hasattr(density, "dtype"))
+    if isinstance(density, (bool, np.bool_)) or not real:
+        raise ValueError(f"density must be a real number in (0, 1], got {density!r}")
     d = float(density)
     if not 0.0 < d <= 1.0:  # also refuses NaN
         raise ValueError(f"density must be in (0, 1], got {density!r}")
@@ -112,15 +118,75 @@ def layer_counts(shapes: Sequence[Shape], layer_densities: Sequence[float]) -> l
       layer_densities: one density in (0, 1] per shape.
 
     Returns:
-      One count in [0, N_l] per layer.
+      One count in [1, N_l] per layer.
+
+    Raises:
+      ValueError: if a layer would keep no weight (a density below ``1 / N_l`` may round
+        to 0); the message names the layer and the density ``1 / N_l`` that keeps one.
     """
     shapes = _check_shapes(shapes)
     if len(layer_densities) != len(shapes):
         raise ValueError(
             f"got {len(layer_densities)} densities for {len(shapes)} shapes; need one each"
         )
-    for d in layer_densities:
-        check_density(d)
+    layer_densities = [check_density(d) for d in layer_densities]
+    counts = _largest_remainder(shapes, layer_densities)
+    empty = _first_empty(counts)
+    if empty is not None:
+        size = math.prod(shapes[empty])
+        raise ValueError(
+            f"{_describe(empty, shapes, layer_densities)} keeps no weight: its density must be "
+            f"at least 1/{size} = {_round_up(1 / size)} to keep one"
+        )
+    return counts
+
+
+def density_counts(
+    shapes: Sequence[Shape], density: float, *, init: str
+) -> tuple[list[float], list[int]]:
+    """Per-layer densities (:func:`densities`) and exact counts (:func:`layer_counts`).
+
+    Raises:
+      ValueError: if ``density`` is so small that a layer keeps no weight; the message
+        names the layer and :func:`min_density`, the overall density that keeps one
+        weight in every layer.
+    """
+    layer_densities = densities(shapes, density, init=init)
+    shapes = _check_shapes(shapes)
+    counts = _largest_remainder(shapes, layer_densities)
+    empty = _first_empty(counts)
+    if empty is not None:
+        raise ValueError(
+            f"density {density!r} with init={init!r} leaves "
+            f"{_describe(empty, shapes, layer_densities)} without any weight: density must be "
+            f"at least {_round_up(min_density(shapes, init=init))} to keep a weight in every "
+            "layer"
+        )
+    return layer_densities, counts
+
+
+def min_density(shapes: Sequence[Shape], *, init: str) -> float:
+    """The smallest overall density with ``d_l N_l ≥ 1`` in every layer (bisection).
+
+    At this density or above every layer keeps at least one weight (its count is at least
+    ``floor(d_l N_l)``); rounding may still keep one slightly below it. For ``"uniform"``
+    it is ``1 / min_l N_l``.
+    """
+    shapes = _check_shapes(shapes)
+    sizes = np.asarray([math.prod(s) for s in shapes], np.float64)
+
+    def keeps_all(d: float) -> bool:
+        return bool(np.all(np.asarray(densities(shapes, d, init=init)) * sizes >= 1.0))
+
+    # Layer densities grow with the overall density (ERK's ε does), and at 1 all are dense.
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if keeps_all(mid) else (mid, hi)
+    return hi
+
+
+def _largest_remainder(shapes: Sequence[Shape], layer_densities: Sequence[float]) -> list[int]:
     sizes = np.asarray([np.prod(s, dtype=np.int64) for s in shapes])
     exact = np.asarray(layer_densities, np.float64) * sizes
     counts = np.minimum(np.floor(exact).astype(np.int64), sizes)
@@ -129,3 +195,20 @@ def layer_counts(shapes: Sequence[Shape], layer_densities: Sequence[float]) -> l
     for i in np.argsort(-(exact - counts), kind="stable")[: max(missing, 0)]:
         counts[i] += 1
     return [int(c) for c in counts]
+
+
+def _first_empty(counts: Sequence[int]) -> int | None:
+    return next((i for i, c in enumerate(counts) if c == 0), None)
+
+
+def _describe(layer: int, shapes: Sequence[Shape], layer_densities: Sequence[float]) -> str:
+    return (
+        f"layer {layer} (shape {tuple(shapes[layer])}, {math.prod(shapes[layer])} weights, "
+        f"density {layer_densities[layer]:.3g})"
+    )
+
+
+def _round_up(x: float, digits: int = 3) -> float:
+    """``x`` rounded up to ``digits`` significant digits (a bound that still holds)."""
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale) / scale

@@ -12,7 +12,8 @@ algorithms.md §3). Per task t:
 3. every ``update_frequency`` steps the topology changes: a cosine-annealed fraction of each
    layer's mask (0.5 → 0.005 over the task) with the smallest magnitudes is pruned and as
    many positions regrow by the task's growth criterion (random, unfired, gradient or
-   momentum); regrown free weights start at zero with reset optimizer moments;
+   momentum), ties at random; regrown free weights start at zero with reset optimizer
+   moments;
 4. task t is evaluated with ``W ⊙ M_t``, selected by the task identity
    (see :mod:`jaxcl.sparse._evaluation` for the evaluation variants).
 
@@ -46,10 +47,9 @@ import optax
 from jaxcl.learners import Batch, Learner, masked_mean_cross_entropy
 from jaxcl.optim import became_active, reset_moments
 from jaxcl.scenarios import Scenario
-from jaxcl.sparse._densities import densities as layer_densities
-from jaxcl.sparse._densities import layer_counts
+from jaxcl.sparse._densities import density_counts
 from jaxcl.sparse._evaluation import check_evaluation, label_shift_maps
-from jaxcl.sparse._masks import apply_masks, leaf_shapes, mask_counts, random_masks
+from jaxcl.sparse._masks import apply_masks, check_masks, leaf_shapes, mask_counts, random_masks
 from jaxcl.sparse._prune_grow import GROWTH, check_growth, growth_scores, prune_and_regrow
 from jaxcl.sparse._schedules import cosine_death_rate
 
@@ -136,15 +136,16 @@ def sparsity_config(
 
     Args:
       shapes: the parameter leaf shapes (``leaf_shapes(params)``).
-      density: overall fraction of weights per task mask, in (0, 1].
+      density: overall fraction of weights per task mask, in (0, 1], and large enough
+        that every layer keeps a weight (:func:`jaxcl.sparse.min_density`).
       init: per-layer densities, ``"erk"`` or ``"uniform"``.
       growth: a :data:`GROWTH` name, or one per task (e.g. :func:`adaptive_growth`).
       num_tasks: T.
     """
-    d = layer_densities(shapes, density, init=init)
+    d, counts = density_counts(shapes, density, init=init)
     names = growth_schedule(growth, num_tasks)
     return DSTConfig(
-        counts=jnp.asarray(layer_counts(shapes, d), jnp.int32),
+        counts=jnp.asarray(counts, jnp.int32),
         densities=jnp.asarray(d, jnp.float32),
         growth=jnp.asarray([GROWTH.index(n) for n in names], jnp.int32),
     )
@@ -210,27 +211,43 @@ def dst(
 
     .. math::
 
-      A = M \wedge \neg F, \qquad (u, s) = \mathrm{opt}(g \odot A, s;\ \texttt{mask}=A),
+      A = M \wedge \neg F, \qquad
+      (u, s) = \mathrm{opt}(g \odot \neg F, s;\ \texttt{mask}=\neg F),
       \qquad W \leftarrow W + u \odot A .
+
+    The optimizer sees the dense gradient at every non-frozen position, as the authors'
+    Adam does (their mask only zeroes the weights after the step), so its moments exist
+    outside the mask too and momentum growth can rank the candidates by them; only the
+    update at A is applied. With an element-wise optimizer such as
+    :func:`jaxcl.optim.masked_adam` the trained weights move exactly as with
+    ``mask=A``: the moments of a weight that enters the mask are reset, and from then on
+    it is updated at every step either way. (A transform that mixes entries, e.g.
+    :func:`optax.clip_by_global_norm`, sees the gradient outside A as well.) SGD's
+    ``trace`` likewise moves at every free position; the authors multiply their SGD
+    momentum buffer by the mask after each step, which leaves their momentum criterion
+    with nothing to rank outside the mask.
 
     Every ``update_frequency``-th step of the task: prune/regrow with rate
     ``cosine_death_rate(step, steps_per_task, initial=death_rate,
     final=final_death_rate)`` and the scores of criterion ``growth[t]`` (gradient scores use
-    g, zero on F), then zero the free weights that left or entered the mask and reset their
-    moments (:func:`jaxcl.optim.reset_moments`).
+    g, zero on F; momentum scores the optimizer's moments, zero on F), equal magnitudes and
+    scores ranked at random, then zero the free weights that left or entered the mask and
+    reset their moments (:func:`jaxcl.optim.reset_moments`).
 
     Args:
       model: Flax module ``[B, input_dim] -> [B, C]`` logits with only ``params``.
       optimizer: optax transformation, re-initialised at each task; it receives the
-        trainable set as ``mask=`` (e.g. :func:`jaxcl.optim.masked_adam`). Its state must
-        hold Adam moments ``mu``/``nu`` or SGD's ``trace`` for momentum growth. Any LR
-        schedule in it restarts with each task, as in the authors' code.
+        non-frozen set as ``mask=`` (e.g. :func:`jaxcl.optim.masked_adam`), where its
+        moments move. Its state must hold Adam moments ``mu``/``nu`` or SGD's ``trace`` for
+        momentum growth. Any LR schedule in it restarts with each task, as in the authors'
+        code.
       input_dim: D.
       task_classes: ``[T, C]`` bool classes of each task (``scenario.class_mask``); the
         loss uses the task's logits only (the authors slice the head).
       steps_per_task: batches per task (:func:`task_steps`), the length of the death-rate
         cosine; step s of a task is its batch's ``index + 1``.
-      density: overall density of each task's mask, in (0, 1] (1 − sparsity).
+      density: overall density of each task's mask, in (0, 1] (1 − sparsity), at least
+        :func:`jaxcl.sparse.min_density` so that every layer keeps a weight.
       init: ``"erk"`` or ``"uniform"`` per-layer densities.
       growth: a criterion of ``GROWTH`` for every task, or one per task
         (:func:`adaptive_growth`).
@@ -293,11 +310,17 @@ def dst(
             config=default_config,
         )
 
+    def check_state(state: DSTState) -> None:
+        """A state built or edited by hand: its masks must fit the parameters (trace time)."""
+        for name in ("mask", "frozen", "fired"):
+            check_masks(getattr(state, name), state.params, name=f"state.{name}")
+
     def store(state: DSTState) -> DSTState:
         rows = jax.tree.map(lambda ms, m: ms.at[state.task].set(m), state.task_masks, state.mask)
         return state._replace(task_masks=rows)
 
     def begin_task(state: DSTState, task: jax.Array, key: jax.Array) -> DSTState:
+        check_state(state)
         # The finished task's weights join the frozen set (no-op before the first task).
         finished = state.task >= 0
         frozen = jax.tree.map(lambda f, m: f | (m & finished), state.frozen, state.mask)
@@ -338,7 +361,12 @@ def dst(
             frozen=state.frozen,
         )
         new = prune_and_regrow(
-            state.params, state.mask, scores, rate, max_death_rate=death_rate
+            state.params,
+            state.mask,
+            scores,
+            rate,
+            max_death_rate=death_rate,
+            key=jax.random.fold_in(key, 1),  # ties; ``key`` itself draws the random scores
         ).masks
         # Free weights that left or entered the mask are zero; frozen ones keep their value.
         params = jax.tree.map(
@@ -357,12 +385,15 @@ def dst(
         return store(state)
 
     def update(state: DSTState, batch: Batch, key: jax.Array) -> tuple[DSTState, jax.Array]:
+        check_state(state)
         loss, grads = jax.value_and_grad(loss_fn)(apply_masks(state.params, state.mask), batch)
         # Frozen weights get no gradient (the authors zero it before the step and growth).
         grads = jax.tree.map(lambda g, f: jnp.where(f, jnp.zeros_like(g), g), grads, state.frozen)
-        active = jax.tree.map(lambda m, f: m & ~f, state.mask, state.frozen)
-        masked = jax.tree.map(lambda g, a: jnp.where(a, g, jnp.zeros_like(g)), grads, active)
-        updates, opt_state = optimizer.update(masked, state.opt_state, state.params, mask=active)
+        free = jax.tree.map(jnp.logical_not, state.frozen)
+        active = jax.tree.map(jnp.logical_and, state.mask, free)
+        # Moments move at every free position (momentum growth ranks the candidates by
+        # them); only the trained weights A = M ∧ ¬F move.
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, mask=free)
         params = jax.tree.map(lambda p, u, a: jnp.where(a, p + u, p), state.params, updates, active)
         state = state._replace(params=params, opt_state=opt_state)
         # The step count comes from the batch, the same for every seed: a real branch.

@@ -2,8 +2,8 @@
 
 A mask pytree has the structure and shapes of the parameters it masks; ``True`` keeps a
 weight. Counts are traced values, so one compiled program serves every density; the
-selection itself is :func:`jax.lax.top_k` with a static bound and ties broken by the lower
-flat index, which makes every count exact.
+selection has a static bound and a strict order among equal scores (random order keys, or
+the flat index), which makes every count exact.
 """
 
 from __future__ import annotations
@@ -14,20 +14,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl.optim._masks import check_mask
+
 PyTree = Any
 
 
-def top_k_mask(scores: jax.Array, k: jax.typing.ArrayLike, *, k_max: int) -> jax.Array:
+def top_k_mask(
+    scores: jax.Array,
+    k: jax.typing.ArrayLike,
+    *,
+    k_max: int,
+    ties: jax.Array | None = None,
+) -> jax.Array:
     """Boolean mask of exactly ``min(k, k_max)`` entries with the highest scores.
 
-    Ties are broken by the lower flat index (``lax.top_k``'s rule), so the count is exact
-    even when scores repeat. Mark excluded entries with ``-inf`` and keep ``k`` at most the
-    number of finite scores: -inf entries are chosen only when k exceeds it.
+    Among equal scores the entry with the smaller ``ties`` value goes first: pass random
+    order keys (e.g. :func:`random_bits_like`) to break ties uniformly at random. Only
+    equal scores are reordered, as the selection sorts by the pair (score, tie key)
+    lexicographically; unequal scores keep their order exactly. With ``ties=None`` the
+    lower flat index goes first (``lax.top_k``'s rule). Either way the count is exact
+    even when scores repeat. Mark excluded entries with ``-inf`` and keep ``k`` at most
+    the number of finite scores: -inf entries are chosen only when k exceeds it.
 
     Args:
       scores: float array of any shape.
       k: int scalar, possibly traced.
       k_max: static upper bound on k, in [0, scores.size].
+      ties: optional order keys among equal scores, an integer array of ``scores.shape``.
 
     Returns:
       Bool array of ``scores.shape``.
@@ -35,24 +48,35 @@ def top_k_mask(scores: jax.Array, k: jax.typing.ArrayLike, *, k_max: int) -> jax
     flat = scores.reshape(-1)
     if not 0 <= k_max <= flat.size:
         raise ValueError(f"k_max must be in [0, {flat.size}], got {k_max}")
+    if ties is not None and jnp.shape(ties) != scores.shape:
+        raise ValueError(f"ties must have the scores' shape {scores.shape}, got {jnp.shape(ties)}")
     if k_max == 0:
         return jnp.zeros(scores.shape, bool)
-    _, idx = jax.lax.top_k(flat, k_max)
+    if ties is None:
+        _, idx = jax.lax.top_k(flat, k_max)
+    else:
+        # Ascending by (−score, tie key); lax.sort treats −0.0 and 0.0 as equal.
+        order = jnp.arange(flat.size, dtype=jnp.int32)
+        _, _, idx = jax.lax.sort((-flat, ties.reshape(-1), order), num_keys=2)
+        idx = idx[:k_max]
     chosen = jnp.arange(k_max) < k
     return jnp.zeros(flat.shape, bool).at[idx].set(chosen).reshape(scores.shape)
 
 
-def check_masks(masks: PyTree, params: PyTree, *, name: str = "masks") -> None:
-    """Raises ValueError unless ``masks`` has the structure and shapes of ``params``."""
-    m_def, p_def = jax.tree.structure(masks), jax.tree.structure(params)
-    if m_def != p_def:
-        raise ValueError(f"{name} must have the parameters' structure {p_def}, got {m_def}")
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-    for path, m, p in zip(paths, jax.tree.leaves(masks), jax.tree.leaves(params), strict=True):
-        if jnp.shape(m) != jnp.shape(p):
-            raise ValueError(
-                f"{name}{path} has shape {jnp.shape(m)}, but the parameter has {jnp.shape(p)}"
-            )
+def check_masks(
+    masks: PyTree, params: PyTree, *, name: str = "masks", boolean: bool = True
+) -> None:
+    """Raises unless ``masks`` has the structure, exact shapes and boolean dtype of ``params``.
+
+    The checks of :func:`jaxcl.optim` masks (structure, exact leaf shapes, boolean dtype,
+    all at trace time; errors name the leaf path). ``boolean=False`` checks only structure
+    and shapes, for trees such as growth scores.
+
+    Raises:
+      ValueError: different structure or a leaf shape that differs (no broadcasting).
+      TypeError: a non-boolean leaf when ``boolean``.
+    """
+    check_mask(masks, params, name=name, boolean=boolean)
 
 
 def random_masks(
@@ -91,14 +115,31 @@ def random_masks(
 
 
 def uniform_like(key: jax.Array, tree: PyTree) -> PyTree:
-    """U[0, 1) float32 noise with the structure and shapes of ``tree``.
+    """U[0, 1) float32 noise with the structure and shapes of ``tree`` (one draw)."""
+    return _split_like(jax.random.uniform(key, (_total_size(tree),)), tree)
 
-    One draw for all leaves, split afterwards: XLA compiles one random-bits generator
-    instead of one per layer (each costs seconds of CPU compile time).
+
+def random_bits_like(key: jax.Array, tree: PyTree) -> PyTree:
+    """Random uint32 bits with the structure and shapes of ``tree`` (one draw).
+
+    Order keys for :func:`top_k_mask`'s ``ties``: equal scores are then ranked uniformly
+    at random (up to the rare equal bits, ranked by the flat index).
+    """
+    return _split_like(jax.random.bits(key, (_total_size(tree),), jnp.uint32), tree)
+
+
+def _total_size(tree: PyTree) -> int:
+    return sum(int(np.size(p)) for p in jax.tree.leaves(tree))
+
+
+def _split_like(flat: jax.Array, tree: PyTree) -> PyTree:
+    """``flat`` cut into the leaves of ``tree``, reshaped to their shapes.
+
+    The random helpers draw once for all leaves and split afterwards: XLA compiles one
+    random-bits generator instead of one per layer (each costs seconds of CPU compile time).
     """
     leaves, treedef = jax.tree.flatten(tree)
     sizes = [int(np.size(p)) for p in leaves]
-    flat = jax.random.uniform(key, (sum(sizes),))
     parts = jnp.split(flat, np.cumsum(sizes)[:-1]) if len(sizes) > 1 else [flat]
     return jax.tree.unflatten(
         treedef, [u.reshape(jnp.shape(p)) for u, p in zip(parts, leaves, strict=True)]

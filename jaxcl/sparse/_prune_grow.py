@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxcl.sparse._masks import check_masks, top_k_mask, uniform_like
+from jaxcl.sparse._masks import check_masks, random_bits_like, top_k_mask, uniform_like
 
 PyTree = Any
 GROWTH = ("random", "unfired", "gradient", "momentum")
@@ -35,22 +35,39 @@ def check_growth(name: str) -> int:
 
 
 def magnitude_prune(
-    weights: jax.Array, mask: jax.Array, num_remove: jax.typing.ArrayLike, *, k_max: int
+    weights: jax.Array,
+    mask: jax.Array,
+    num_remove: jax.typing.ArrayLike,
+    *,
+    k_max: int,
+    ties: jax.Array | None = None,
 ) -> jax.Array:
     """Removes the ``num_remove`` kept weights of smallest ``|w|`` from ``mask``.
 
-    Ties go to the lower flat index, so exactly ``min(num_remove, k_max)`` leave (given
-    ``num_remove`` ≤ the number of kept weights).
+    Ties (e.g. weights still at zero) follow ``ties`` as in :func:`top_k_mask` (random
+    order keys: a uniformly random choice; None: the lower flat index), so exactly
+    ``min(num_remove, k_max)`` leave (given ``num_remove`` ≤ the number of kept weights).
     """
+    check_masks(mask, weights, name="mask")
     scores = jnp.where(mask, -jnp.abs(weights), -jnp.inf)
-    return mask & ~top_k_mask(scores, num_remove, k_max=k_max)
+    return mask & ~top_k_mask(scores, num_remove, k_max=k_max, ties=ties)
 
 
 def regrow(
-    mask: jax.Array, scores: jax.Array, num_grow: jax.typing.ArrayLike, *, k_max: int
+    mask: jax.Array,
+    scores: jax.Array,
+    num_grow: jax.typing.ArrayLike,
+    *,
+    k_max: int,
+    ties: jax.Array | None = None,
 ) -> jax.Array:
-    """Adds the ``num_grow`` positions outside ``mask`` with the highest ``scores``."""
-    return mask | top_k_mask(jnp.where(mask, -jnp.inf, scores), num_grow, k_max=k_max)
+    """Adds the ``num_grow`` positions outside ``mask`` with the highest ``scores``.
+
+    Equal scores (e.g. the zero gradients of dead units) follow ``ties`` as in
+    :func:`top_k_mask`.
+    """
+    check_masks(mask, scores, name="mask")
+    return mask | top_k_mask(jnp.where(mask, -jnp.inf, scores), num_grow, k_max=k_max, ties=ties)
 
 
 def growth_scores(
@@ -69,10 +86,16 @@ def growth_scores(
       task (``fired`` false), so unfired positions go first, at random, then the rest.
     * ``gradient``: ``|∂L/∂w|`` of the current batch (RigL).
     * ``momentum``: ``|momentum|``, e.g. Adam's normalised first moment
-      ``m / (√v + 1e-8)`` (sparse momentum).
+      ``m / (√v + 1e-8)`` (sparse momentum). The moments must have moved at the
+      candidates, i.e. outside the mask: the authors' Adam sees the dense gradient at every
+      non-frozen position, and :func:`jaxcl.sparse.dst` updates its optimizer's moments
+      there too. Moments that only move inside the mask score every candidate 0 but the
+      weights just pruned, so the mask soon stops changing.
 
     Frozen weights (earlier tasks) get a zero gradient and momentum score, as their
-    gradients are zeroed in the authors' code; they stay candidates, ranked last.
+    gradients are zeroed in the authors' code; they stay candidates, ranked last. Equal
+    scores (frozen weights, dead units with zero gradients) are ordered by
+    :func:`prune_and_regrow`'s ``key``: at random, not by position.
 
     Args:
       criterion: a name of :data:`GROWTH`, or its index as an int (possibly traced, e.g.
@@ -80,12 +103,15 @@ def growth_scores(
       key: PRNG key for the random criteria.
       grads: dense gradient w.r.t. the (masked) weights.
       momentum: per-weight momentum, same structure.
-      fired: bool, positions in the mask at any time during the task.
-      frozen: bool, weights of earlier tasks.
+      fired: bool masks, positions in the mask at any time during the task.
+      frozen: bool masks, weights of earlier tasks.
 
     Returns:
       Float pytree of scores with the parameters' structure.
     """
+    check_masks(momentum, grads, name="momentum", boolean=False)
+    check_masks(fired, grads, name="fired")
+    check_masks(frozen, grads, name="frozen")
     noise = uniform_like(key, grads)
 
     def live(values):
@@ -121,6 +147,7 @@ def prune_and_regrow(
     death_rate: jax.typing.ArrayLike,
     *,
     max_death_rate: float = 0.5,
+    key: jax.Array | None = None,
 ) -> TopologyUpdate:
     r"""Magnitude pruning of a fraction ``death_rate`` per layer, then equal regrowth.
 
@@ -129,6 +156,9 @@ def prune_and_regrow(
     N_l \rceil`; then the :math:`k_l` highest-``scores`` positions outside the pruned mask
     are grown (just-pruned positions included, as in the authors' code). Per-layer counts
     are exact: ``masks`` and the result keep the same number of weights in every layer.
+    Equal magnitudes and equal scores are ranked at random with ``key`` (independent
+    order keys for pruning and growth, :func:`jaxcl.sparse.top_k_mask`), else by the lower
+    flat index, which favours the first rows and channels.
 
     Args:
       weights: parameter pytree (the magnitudes that are pruned).
@@ -136,6 +166,7 @@ def prune_and_regrow(
       scores: growth scores, same structure (see :func:`growth_scores`).
       death_rate: float scalar r in [0, max_death_rate] (possibly traced).
       max_death_rate: static bound r_max in [0, 1] on ``death_rate``.
+      key: PRNG key that breaks ties at random; None: by the lower flat index.
 
     Returns:
       A :class:`TopologyUpdate`.
@@ -143,15 +174,19 @@ def prune_and_regrow(
     if not 0.0 <= max_death_rate <= 1.0:
         raise ValueError(f"max_death_rate must be in [0, 1], got {max_death_rate!r}")
     check_masks(masks, weights)
-    check_masks(scores, weights, name="scores")
+    check_masks(scores, weights, name="scores", boolean=False)
+    leaves = [jax.tree.leaves(t) for t in (weights, masks, scores)]
+    if key is None:
+        prune_ties = grow_ties = [None] * len(leaves[0])
+    else:  # one draw for both orders (see random_bits_like)
+        prune_ties, grow_ties = map(jax.tree.leaves, random_bits_like(key, (weights, weights)))
     new_masks, removed = [], []
-    for w, m, s in zip(
-        jax.tree.leaves(weights), jax.tree.leaves(masks), jax.tree.leaves(scores), strict=True
-    ):
+    for w, m, s, pt, gt in zip(*leaves, prune_ties, grow_ties, strict=True):
         k_max = math.ceil(max_death_rate * w.size)
         kept = jnp.sum(m, dtype=jnp.int32)
         k = jnp.minimum(jnp.ceil(death_rate * kept).astype(jnp.int32), k_max)
-        new_masks.append(regrow(magnitude_prune(w, m, k, k_max=k_max), s, k, k_max=k_max))
+        pruned = magnitude_prune(w, m, k, k_max=k_max, ties=pt)
+        new_masks.append(regrow(pruned, s, k, k_max=k_max, ties=gt))
         removed.append(k)
     return TopologyUpdate(
         jax.tree.unflatten(jax.tree.structure(weights), new_masks), jnp.stack(removed)
