@@ -73,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import jaxcl
 from jaxcl import cli, data, engine, execution, metrics, report, scenarios, sparse
 from jaxcl.models.cnn import CNN
 from jaxcl.models.resnet import ResNet
@@ -299,6 +300,7 @@ def run_block(
     run = build_run(config, scenario, cells[0], chunk_size=chunk_size)
     fingerprint = {
         "experiment": "dst",
+        "jaxcl_version": jaxcl.__version__,
         "rows": "seed * len(cells) + cell",
         "cells": [c.name for c in cells],
         **dataclasses.asdict(config),

@@ -35,7 +35,7 @@ def test_unknown_method_lists_valid_names(tmp_path):
         dst.main(["--quick", "--out", str(tmp_path), "--methods", "erk-random-s99-t5"])
 
 
-@pytest.mark.skipif(not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR")
+@pytest.mark.needs_data("fashion_mnist")
 def test_quick_grid_block_writes_the_contract_files(tmp_path):
     rows = dst.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "results.json").read_text())
@@ -93,7 +93,7 @@ def test_init_rows_pairs_each_seed_with_each_cell():
     assert counts[1].sum() < counts[0].sum()  # 95 % sparse keeps fewer weights than 80 %
 
 
-@pytest.mark.skipif(not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR")
+@pytest.mark.needs_data("fashion_mnist")
 def test_sigkill_then_rerun_resumes_to_identical_per_cell_results(tmp_path, monkeypatch):
     reference = dst.main([*TWO_CELLS, "--out", str(tmp_path / "reference"), "--no-checkpoint"])
     out = tmp_path / "killed"
