@@ -37,7 +37,11 @@ the mean of the matrix above the diagonal. Without normalisation layers (the CNN
 exactly 0: frozen subnetworks never change.
 
 All cells of one task count share one compiled program: densities, inits and growth
-schedules are data in the learner state, so the cells run stacked on the seed axis.
+schedules are data in the learner state, so the cells run stacked on the seed axis, row
+``seed * num_cells + cell``. The rows run through :func:`jaxcl.execution.run_seeds` like
+the other experiments' seeds (``--checkpoint-every``, ``--seed-chunk`` counting rows,
+``--no-checkpoint``): re-running the same command resumes, per task count, from
+``--out/checkpoints/t<T>-<hash of the cell names>``.
 
 Commands::
 
@@ -57,6 +61,7 @@ BWT is exactly 0 in every cell.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -68,7 +73,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcl import cli, data, engine, metrics, report, scenarios, sparse
+import jaxcl
+from jaxcl import cli, data, engine, execution, metrics, report, scenarios, sparse
 from jaxcl.models.cnn import CNN
 from jaxcl.models.resnet import ResNet
 from jaxcl.optim import masked_adam
@@ -220,7 +226,9 @@ def build_model(config: Config, num_classes: int) -> Any:
     return CNN(num_classes=num_classes, channels=config.channels, hidden=config.hidden)
 
 
-def build_run(config: Config, scenario: scenarios.Scenario, cell: Cell) -> engine.Run:
+def build_run(
+    config: Config, scenario: scenarios.Scenario, cell: Cell, *, chunk_size: int = 1
+) -> engine.Run:
     """The compiled run of one task count; ``cell`` only sets the learner's default config."""
     steps = sparse.task_steps(
         scenario, batch_size=config.batch_size, epochs_per_task=config.epochs_per_task
@@ -246,54 +254,76 @@ def build_run(config: Config, scenario: scenarios.Scenario, cell: Cell) -> engin
         batch_size=config.batch_size,
         epochs_per_task=config.epochs_per_task,
         eval_batch_size=500,
+        chunk_size=chunk_size,
     )
 
 
-def with_cells(run: engine.Run, state: engine.EngineState, cells: Sequence[Cell]) -> Any:
-    """The seeds' initial state once per cell, stacked on the seed axis with its config."""
-    init = run.learner.init
-    shapes = sparse.leaf_shapes(jax.eval_shape(init, jax.random.PRNGKey(0)).params)
-    num_seeds = state.key.shape[0]
-    stacked = []
-    for cell in cells:
-        config = sparse.sparsity_config(
+def init_rows(run: engine.Run, cells: Sequence[Cell]) -> execution.InitGroup:
+    """Initial states of seed-axis rows: row ``seed * len(cells) + c`` is seed ``seed``'s
+    initial state with cell ``c``'s sparsity configuration (a :data:`InitGroup`)."""
+    shapes = sparse.leaf_shapes(jax.eval_shape(run.learner.init, jax.random.PRNGKey(0)).params)
+    configs = [
+        sparse.sparsity_config(
             shapes,
             density=1 - cell.sparsity / 100,
             init=cell.init,
             growth=cell.growth_schedule(),
             num_tasks=cell.num_tasks,
         )
-        config = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_seeds, *x.shape)), config)
-        stacked.append(state._replace(learner=state.learner._replace(config=config)))
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *stacked)
+        for cell in cells
+    ]
+
+    def init(rows: Sequence[int]) -> tuple[engine.EngineState, jax.Array]:
+        state, init_correct = run.init(engine.seed_keys([r // len(cells) for r in rows]))
+        config = jax.tree.map(lambda *xs: jnp.stack(xs), *(configs[r % len(cells)] for r in rows))
+        return state._replace(learner=state.learner._replace(config=config)), init_correct
+
+    return init
 
 
 def run_block(
-    config: Config, cells: Sequence[Cell], seeds: int, *, data_dir: str | None = None
+    config: Config,
+    cells: Sequence[Cell],
+    seeds: int,
+    *,
+    data_dir: str | None = None,
+    chunk_size: int = 1,
+    checkpoint_dir: Path | None = None,
+    seed_chunk_size: int | None = None,
 ) -> dict[Cell, engine.Results]:
-    """Runs every cell of one task count in one compiled program; results per cell."""
+    """Runs every cell of one task count in one compiled program; results per cell.
+
+    Rows ``seed * len(cells) + c`` run through :func:`jaxcl.execution.run_seeds`
+    (``seed_chunk_size`` rows at a time, checkpointed in ``checkpoint_dir``).
+    """
     scenario = build_scenario(config, data_dir=data_dir)
-    run = build_run(config, scenario, cells[0])
-    state, init_correct = run.init(engine.seed_keys(range(seeds)))
-    state = with_cells(run, state, cells)
-    records = []
-    for start in range(0, scenario.num_tasks, run.chunk_size):
-        state, record = run.run_chunk(state, start)
-        records.append(jax.device_get(record))
-        if sys.stderr.isatty():
-            print(f"  T={config.num_tasks}: task {start + 1}/{scenario.num_tasks}", file=sys.stderr)
-    results = run.collect(state, np.tile(np.asarray(init_correct), (len(cells), 1)), records)
-    pick = lambda x, c: x[c * seeds : (c + 1) * seeds]  # noqa: E731
+    run = build_run(config, scenario, cells[0], chunk_size=chunk_size)
+    fingerprint = {
+        "experiment": "dst",
+        "jaxcl_version": jaxcl.__version__,
+        "rows": "seed * len(cells) + cell",
+        "cells": [c.name for c in cells],
+        **dataclasses.asdict(config),
+    }
+    results = execution.run_seeds(
+        run,
+        range(seeds * len(cells)),
+        checkpoint_dir=checkpoint_dir,
+        fingerprint=fingerprint,
+        seed_chunk_size=seed_chunk_size,
+        progress=sys.stderr.isatty(),
+        init=init_rows(run, cells),
+    )
     return {
-        cell: results._replace(
-            correct=pick(results.correct, c),
-            init_correct=pick(results.init_correct, c),
-            train_loss=pick(results.train_loss, c),
-            diverged_at=pick(results.diverged_at, c),
-            diagnostics={k: pick(v, c) for k, v in results.diagnostics.items()},
-        )
+        cell: execution.take_rows(results, slice(c, None, len(cells)))
         for c, cell in enumerate(cells)
     }
+
+
+def block_checkpoint_dir(out: Path, cells: Sequence[Cell]) -> Path:
+    """Where a block resumes from: one directory per task count and set of cells."""
+    names = hashlib.sha256(" ".join(c.name for c in cells).encode()).hexdigest()
+    return out / "checkpoints" / f"t{cells[0].num_tasks}-{names[:10]}"
 
 
 def cell_row(cell: Cell, results: engine.Results, config: Config, seconds: float) -> dict:
@@ -388,7 +418,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         methods=GRID_NAMES,
         default_seeds=3,
         default_out="results/dst",
-        resumable=False,
     )
     parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
     parser.add_argument("--evaluation", choices=tuple(sparse.EVALUATIONS), default="task_il")
@@ -414,7 +443,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         config = config_for(args.dataset, t, quick=args.quick, evaluation=args.evaluation)
         start = time.perf_counter()
-        results = run_block(config, block, args.seeds, data_dir=args.data_dir)
+        results = run_block(
+            config,
+            block,
+            args.seeds,
+            data_dir=args.data_dir,
+            chunk_size=cli.chunk_size(args, t),
+            checkpoint_dir=None if args.no_checkpoint else block_checkpoint_dir(out, block),
+            seed_chunk_size=args.seed_chunk or None,
+        )
         seconds = time.perf_counter() - start
         blocks[t] = round(seconds, 1)
         print(f"T={t}: {len(block)} cells x {args.seeds} seeds in {seconds:.1f} s", flush=True)

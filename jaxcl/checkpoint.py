@@ -9,7 +9,10 @@ skipped (with a warning) and the previous one used. Only the newest ``keep`` ste
 
 The directory also holds ``fingerprint.json``, the run's configuration. Opening it with
 a different configuration is refused with a message listing what differs, so a resumed
-run can never silently mix two configurations.
+run can never silently mix two configurations. A damaged (unreadable) ``fingerprint.json``
+is rewritten when nothing in the directory depends on it, and otherwise refused with
+:class:`DamagedCheckpointError`, since the saved work could belong to another
+configuration.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ class ConfigMismatchError(ValueError):
     """A checkpoint directory belongs to a run with another configuration."""
 
 
+class DamagedCheckpointError(RuntimeError):
+    """A file that saved work depends on is unreadable; the message names it."""
+
+
 def digest(tree: PyTree) -> str:
     """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
     h = hashlib.sha256()
@@ -48,6 +55,23 @@ def digest(tree: PyTree) -> str:
 def _canonical(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     # Round-trip through JSON so tuples/lists and numpy scalars compare equal.
     return json.loads(json.dumps(dict(fingerprint), sort_keys=True, default=str))
+
+
+def _read_fingerprint(path: Path) -> dict[str, Any] | None:
+    """The stored fingerprint, or None if ``path`` is not a readable JSON object."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def saved_steps(directory: str | os.PathLike) -> list[int]:
+    """Committed steps under ``directory/steps`` (orbax names them by the bare number)."""
+    steps = Path(directory) / "steps"
+    if not steps.exists():
+        return []
+    return sorted(int(p.name) for p in steps.iterdir() if p.name.isdigit())
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -81,17 +105,7 @@ class Checkpointer:
         self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fingerprint = _canonical(fingerprint)
-        stored = self.directory / "fingerprint.json"
-        if stored.exists():
-            diff = _differences(json.loads(stored.read_text()), self.fingerprint)
-            if diff:
-                raise ConfigMismatchError(
-                    f"{self.directory} holds checkpoints of a different configuration; "
-                    f"differences: {'; '.join(diff)}. Use another --out directory, or delete "
-                    f"{self.directory} to start over."
-                )
-        else:
-            atomic_write_text(stored, json.dumps(self.fingerprint, indent=2, sort_keys=True))
+        self._check_fingerprint(self.directory / "fingerprint.json")
         self._ocp = ocp
         self._manager = ocp.CheckpointManager(
             self.directory / "steps",
@@ -99,6 +113,41 @@ class Checkpointer:
                 max_to_keep=keep, enable_async_checkpointing=False, create=True
             ),
         )
+
+    def _check_fingerprint(self, path: Path) -> None:
+        """Refuses another configuration's directory; writes the fingerprint if absent.
+
+        Saved work (checkpoint steps, or any other non-hidden file such as a finished
+        group's results) depends on the fingerprint: if it is missing or unreadable, that
+        work cannot be checked against this configuration, so it is refused, never used.
+        """
+        stored = _read_fingerprint(path)
+        if stored is not None:
+            diff = _differences(stored, self.fingerprint)
+            if diff:
+                raise ConfigMismatchError(
+                    f"{self.directory} holds checkpoints of a different configuration; "
+                    f"differences: {'; '.join(diff)}. Use another --out directory, or delete "
+                    f"{self.directory} to start over."
+                )
+            return
+        state = "damaged" if path.exists() else "missing"
+        dependent = sorted(
+            p.name
+            for p in self.directory.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p != path
+        )
+        if steps := saved_steps(self.directory):
+            dependent.append(f"checkpoint steps {steps}")
+        if dependent:
+            raise DamagedCheckpointError(
+                f"{path} is {state}, but the saved work beside it depends on it "
+                f"({', '.join(dependent)}), which cannot be checked against this "
+                f"configuration. Delete {self.directory} to recompute this part of the run."
+            )
+        if state == "damaged":
+            log.warning("%s is damaged (not a JSON object); rewriting it", path)
+        atomic_write_text(path, json.dumps(self.fingerprint, indent=2, sort_keys=True))
 
     def steps(self) -> list[int]:
         """Committed steps (tasks done), oldest first."""

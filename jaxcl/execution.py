@@ -4,7 +4,10 @@
 
 * **Seed chunks.** Seeds run in groups of ``seed_chunk_size`` (default: as many as fit
   in half the free memory, read from the compiled program's own memory analysis). A
-  seed's results do not depend on its group: its key is ``PRNGKey(seed)``.
+  seed's results do not depend on its group: its key is ``PRNGKey(seed)``. The group
+  size is recorded in ``checkpoint_dir/grouping.json`` and reused on resume, so a rerun
+  with other free memory continues the saved groups; an explicit size that differs from
+  the record is overridden (with a warning) while saved work exists.
 * **Devices.** Each group's seed axis is sharded over all local devices
   (``jax.sharding``); a group is padded with repeats of its last seed to a multiple of the
   device count, and the repeats are dropped. Multi-host: call
@@ -12,15 +15,31 @@
 * **Checkpoints.** With ``checkpoint_dir``, the whole carry of a group is saved after
   every chunk of tasks (:mod:`jaxcl.checkpoint`); running the same call again resumes from
   the newest intact checkpoint and gives bit-identical results. A finished group keeps
-  only its small results file.
-* **Interruption.** SIGINT (Ctrl-C) or SIGTERM during a run finishes the current chunk,
-  saves it, and exits with a message saying how to resume. SIGKILL loses at most the
-  chunk in progress.
+  only its small ``results.npz``, which stores a digest of its arrays: a damaged one is
+  reported (naming the file) and the group recomputed, never loaded.
+* **Interruption.** SIGINT (Ctrl-C) or SIGTERM finishes the current chunk, saves it
+  (with the group's results if it was the group's last chunk), then raises
+  :class:`Interrupted` with a message saying how to resume. The first signal is
+  acknowledged on stderr at once; a second one ends the process at once (status
+  128 + signal number; the last saved chunk stays valid, as after SIGKILL, which loses at
+  most the chunk in progress). The stop request outlives the call: a later
+  :func:`run_seeds` in the same process raises :class:`Interrupted` before starting.
+* **Exclusive use.** ``checkpoint_dir`` is locked (:func:`lock_directory`) while a run
+  uses it; a second process gets :class:`DirectoryLocked` naming the holder's pid. (Not
+  in multi-host runs, whose processes share the directory by design.)
+
+Rows other than plain seeds: ``init`` builds a group's initial carry from its integers,
+so an experiment may give each row of the seed axis its own configuration (e.g.
+``experiments/dst.py`` numbers rows ``seed * num_cells + cell``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import io
+import json
+import logging
 import os
 import shutil
 import signal
@@ -32,16 +51,72 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcl.checkpoint import Checkpointer
+from jaxcl.checkpoint import Checkpointer, digest, saved_steps
 from jaxcl.engine import EngineState, Results, Run, TaskRecord, seed_keys
+from jaxcl.report import atomic_write_bytes, atomic_write_text
 
 # The trained learners of a seed group (leading seed axis) -> {name: [S, ...] array}.
 FinalDiagnostics = Callable[[EngineState], Mapping[str, Any]]
+# A group's integers (device-padded) -> its initial carry and pre-training counts.
+InitGroup = Callable[[Sequence[int]], tuple[EngineState, jax.Array]]
 _MEMORY_FRACTION = 0.5  # of the free memory one seed group may plan to use
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = logging.getLogger(__name__)
 
 
 class Interrupted(SystemExit):
     """A run stopped by SIGINT/SIGTERM at a chunk boundary, after saving a checkpoint."""
+
+
+class DirectoryLocked(RuntimeError):
+    """Another process is using a run directory (see :func:`lock_directory`)."""
+
+
+# Held locks of this process, {directory: [fd, depth]}, so that nested blocks share one.
+_locks: dict[Path, list[int]] = {}
+
+
+@contextlib.contextmanager
+def lock_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Holds an exclusive lock on the directory ``path`` (created if needed) for the block.
+
+    An advisory ``fcntl.flock`` on ``path/.lock``, which also records the holder's pid. The
+    kernel drops the lock when its holder exits, even by SIGKILL, so a crashed run never
+    blocks the next one. Re-entrant within a process. Multi-host runs, whose processes
+    all run the same command on the same directory, must not take it.
+
+    Raises:
+      DirectoryLocked: another process holds the lock; the message names its pid.
+    """
+    path = Path(path).resolve()
+    if path in _locks:
+        _locks[path][1] += 1
+        try:
+            yield path
+        finally:
+            _locks[path][1] -= 1
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DirectoryLocked(
+            f"{path} is in use by another run (pid {holder}); wait for it to finish, or "
+            "use another --out directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _locks[path] = [fd, 1]
+    try:
+        yield path
+    finally:
+        _locks[path][1] -= 1
+        if not _locks[path][1]:
+            del _locks[path]
+            os.close(fd)  # releases the flock
 
 
 def free_memory_bytes(device: jax.Device | None = None) -> int:
@@ -64,11 +139,6 @@ def program_bytes(compiled: Any) -> int:
     )
 
 
-def _padded_keys(seeds: Sequence[int]) -> jax.Array:
-    """Keys for ``seeds`` padded with repeats of the last seed to a multiple of the devices."""
-    return seed_keys(list(seeds) + [seeds[-1]] * (-len(seeds) % jax.device_count()))
-
-
 def auto_seed_chunk(run: Run, num_seeds: int) -> int:
     """The largest seed-group size whose compiled program fits the memory budget.
 
@@ -76,7 +146,7 @@ def auto_seed_chunk(run: Run, num_seeds: int) -> int:
     memory analysis; a group never exceeds half the free memory of the devices.
     """
     n_dev = jax.device_count()
-    keys = _padded_keys(list(range(num_seeds)))
+    keys = seed_keys(_padded(range(num_seeds)))
     abstract, _ = jax.eval_shape(run._init, keys, run.scenario)
     need = program_bytes(run.executable(abstract))
     budget = _MEMORY_FRACTION * free_memory_bytes() * n_dev
@@ -86,23 +156,77 @@ def auto_seed_chunk(run: Run, num_seeds: int) -> int:
     return max(n_dev, int(budget // per_seed) // n_dev * n_dev)
 
 
+class _StopRequest:
+    """SIGINT/SIGTERM received by this process (module state: it outlives a run)."""
+
+    signal: str | None = None  # the first one's name
+    count = 0  # how many the watcher thread has seen
+
+
+_stop = _StopRequest()
+
+
+def _record_stop(signum: int, frame: Any) -> None:
+    """Main-thread handler: marks the stop before the next chunk boundary is checked."""
+    _stop.signal = _stop.signal or signal.Signals(signum).name
+
+
+def _watch_signals(read_fd: int) -> None:
+    """Acknowledges stop signals at once, even while the main thread waits on a device.
+
+    Python runs signal handlers only between bytecodes of the main thread, which may be
+    blocked in a compiled program for minutes; this thread is woken through
+    ``signal.set_wakeup_fd`` instead. The second signal ends the process here and now.
+    """
+    while chunk := os.read(read_fd, 64):
+        for signum in chunk:
+            if signum not in _STOP_SIGNALS:
+                continue
+            _stop.count += 1
+            _stop.signal = _stop.signal or signal.Signals(signum).name
+            if _stop.count == 1:
+                os.write(
+                    2,
+                    f"\n{signal.Signals(signum).name}: stopping after this chunk, "
+                    "Ctrl-C again to abort now\n".encode(),
+                )
+            else:
+                os.write(2, b"\nAborted; the last saved chunk is kept.\n")
+                os._exit(128 + signum)
+
+
 @contextlib.contextmanager
-def _deferred_signals() -> Iterator[list[str]]:
-    """Turns SIGINT/SIGTERM into a flag checked at chunk boundaries (main thread only)."""
-    caught: list[str] = []
+def _deferred_signals() -> Iterator[None]:
+    """Turns SIGINT/SIGTERM into a stop request (``_stop``) checked at chunk boundaries.
+
+    Active in the main thread only (Python delivers signals there).
+    """
     if threading.current_thread() is not threading.main_thread():
-        yield caught
+        yield
         return
-
-    def handler(signum, frame):
-        caught.append(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous = {s: signal.signal(s, _record_stop) for s in _STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_watch_signals, args=(read_fd,), daemon=True)
+    watcher.start()
     try:
-        yield caught
+        yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for s, h in previous.items():
             signal.signal(s, h)
+        os.close(write_fd)  # the watcher reads end-of-file and returns
+        watcher.join()
+        os.close(read_fd)
+
+
+def _interrupted(what: str, directory: Path | None) -> Interrupted:
+    """The stop, ``what`` said when, ``directory`` where the work done so far is saved."""
+    where = f"; saved in {directory}" if directory else " (no checkpoint: nothing saved)"
+    return Interrupted(
+        f"Interrupted by {_stop.signal} {what}{where}. Run the same command again to resume."
+    )
 
 
 def _empty_records(run: Run, state: Any) -> TaskRecord:
@@ -114,23 +238,29 @@ def _empty_records(run: Run, state: Any) -> TaskRecord:
     )
 
 
+def _padded(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` padded with repeats of the last one to a multiple of the devices."""
+    return list(seeds) + [seeds[-1]] * (-len(seeds) % jax.device_count())
+
+
 def _run_group(
     run: Run,
     seeds: Sequence[int],
     directory: Path | None,
     fingerprint: Mapping[str, Any],
-    caught: list[str],
+    init: InitGroup,
     progress: Any,
     final_diagnostics: FinalDiagnostics | None,
 ) -> Results:
-    keys = _padded_keys(seeds)
     done_file = directory / "results.npz" if directory else None
     checkpointer = None
     if directory is not None:
         checkpointer = Checkpointer(directory, fingerprint={**fingerprint, "seeds": list(seeds)})
         if done_file.exists():
-            return _load_results(done_file)
-    state, init_correct = run.init(keys)
+            results = _load_results(done_file)
+            if results is not None:
+                return results
+    state, init_correct = init(_padded(seeds))
     records = _empty_records(run, state)
     tasks_done = 0
     if checkpointer is not None:
@@ -158,17 +288,14 @@ def _run_group(
             )
         if progress is not None:
             progress.update((tasks_done - start) * len(seeds))
-        if caught and tasks_done < num_tasks:
-            where = f"; checkpoint saved in {directory}" if directory else " (no checkpoint)"
-            raise Interrupted(
-                f"Interrupted by {caught[0]} after task {tasks_done}/{num_tasks} of seeds "
-                f"{seeds[0]}..{seeds[-1]}{where}. Run the same command again to resume."
-            )
+        if _stop.signal and tasks_done < num_tasks:
+            what = f"after task {tasks_done}/{num_tasks} of seeds {seeds[0]}..{seeds[-1]}"
+            raise _interrupted(what, directory)
     results = run.collect(state, init_correct, [records])
     if final_diagnostics is not None:
         final = jax.device_get(dict(final_diagnostics(state)))
         results = results._replace(diagnostics={**results.diagnostics, **final})
-    results = _first_seeds(results, len(seeds))  # drop the device padding
+    results = take_rows(results, slice(len(seeds)))  # drop the device padding
     if checkpointer is not None:
         _save_results(done_file, results)
         checkpointer.close()
@@ -176,29 +303,82 @@ def _run_group(
     return results
 
 
-def _first_seeds(results: Results, n: int) -> Results:
+def take_rows(results: Results, index: Any) -> Results:
+    """The rows ``index`` (a slice or an index array) of every per-seed array of ``results``."""
     return results._replace(
-        correct=results.correct[:n],
-        init_correct=results.init_correct[:n],
-        train_loss=results.train_loss[:n],
-        diverged_at=results.diverged_at[:n],
-        diagnostics={k: v[:n] for k, v in results.diagnostics.items()},
+        correct=results.correct[index],
+        init_correct=results.init_correct[index],
+        train_loss=results.train_loss[index],
+        diverged_at=results.diverged_at[index],
+        diagnostics={k: v[index] for k, v in results.diagnostics.items()},
     )
 
 
 def _save_results(path: Path, results: Results) -> None:
+    """Writes ``results`` atomically, with the digest of its arrays as ``__digest__``."""
     arrays = {f: getattr(results, f) for f in Results._fields if f != "diagnostics"}
     arrays.update({f"diag_{k}": v for k, v in results.diagnostics.items()})
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, __digest__=np.array(digest(arrays)), **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def _load_results(path: Path) -> Results:
-    with np.load(path) as z:
-        fields = {f: z[f] for f in Results._fields if f != "diagnostics"}
-        diagnostics = {k[5:]: z[k] for k in z.files if k.startswith("diag_")}
+def _load_results(path: Path) -> Results | None:
+    """The results saved in ``path``, or None (with a warning naming it) if it is damaged."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k != "__digest__"}
+            if str(z["__digest__"]) != digest(arrays):
+                raise ValueError("digest mismatch")
+        fields = {f: arrays[f] for f in Results._fields if f != "diagnostics"}
+    except Exception as err:  # any unreadable file is recomputed, never trusted
+        log.warning("%s is damaged (%s: %s); recomputing its seeds", path, type(err).__name__, err)
+        return None
+    diagnostics = {k[5:]: v for k, v in arrays.items() if k.startswith("diag_")}
     return Results(**fields, diagnostics=diagnostics)
+
+
+def _has_saved_work(checkpoint_dir: Path) -> bool:
+    """Whether any seed group under ``checkpoint_dir`` saved a step or its results."""
+    groups = checkpoint_dir.glob("seeds_*")
+    return any((g / "results.npz").exists() or saved_steps(g) for g in groups)
+
+
+def _recorded_seed_chunk(record: Path) -> int | None:
+    """The group size in ``record``, or None if absent or damaged (with a warning)."""
+    if not record.exists():
+        return None
+    try:
+        size = json.loads(record.read_text())["seed_chunk_size"]
+        if isinstance(size, int) and size >= 1:
+            return size
+        raise ValueError(f"seed_chunk_size {size!r}")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        log.warning("%s is damaged (%s); choosing the seed grouping again", record, err)
+        return None
+
+
+def _seed_chunk(
+    run: Run, num_seeds: int, checkpoint_dir: Path | None, requested: int | None
+) -> int:
+    """The group size: the one recorded in ``checkpoint_dir`` while work is saved there,
+    else ``requested``, else :func:`auto_seed_chunk`; recorded for the next run."""
+    if checkpoint_dir is None:
+        return requested or auto_seed_chunk(run, num_seeds)
+    record = checkpoint_dir / "grouping.json"
+    recorded = _recorded_seed_chunk(record)
+    if recorded is not None and _has_saved_work(checkpoint_dir):
+        if requested not in (None, recorded):
+            log.warning(
+                "seed_chunk_size (--seed-chunk) %d differs from the %d seeds per group that "
+                "%s was started with; resuming with %d (results do not depend on the "
+                "grouping). Delete %s to restart with another grouping.",
+                requested, recorded, checkpoint_dir, recorded, checkpoint_dir,
+            )  # fmt: skip
+        return recorded
+    size = requested or auto_seed_chunk(run, num_seeds)
+    atomic_write_text(record, json.dumps({"seed_chunk_size": size}) + "\n")
+    return size
 
 
 def concat_results(parts: Sequence[Results]) -> Results:
@@ -224,6 +404,7 @@ def run_seeds(
     seed_chunk_size: int | None = None,
     progress: bool = False,
     final_diagnostics: FinalDiagnostics | None = None,
+    init: InitGroup | None = None,
 ) -> Results:
     """Runs ``seeds`` through ``run``, resumably; see the module docstring.
 
@@ -233,49 +414,68 @@ def run_seeds(
       checkpoint_dir: where checkpoints live; None disables checkpointing.
       fingerprint: the run's configuration; resuming with a different one is refused.
       seed_chunk_size: seeds per group; None derives it from the compiled program's memory.
+        A grouping recorded in ``checkpoint_dir`` with saved work takes precedence.
       progress: show a progress bar (tasks x seeds).
       final_diagnostics: measures the trained learners: called once per seed group with
         the group's final :class:`~jaxcl.engine.EngineState` (leading seed axis), it
         returns ``{name: [S, ...] array}``, merged into ``Results.diagnostics`` (names
         must differ from the learner's) and saved with the results, so a finished group
         that is not run again still has them (e.g. an evaluation the engine does not do).
+      init: builds a group's initial carry (leading axis: the given integers, in order) and
+        its pre-training counts from the group's integers, padded with repeats of the last
+        to a multiple of the device count. Default ``run.init(seed_keys(seeds))``. The
+        integers then name rows rather than seeds: ``fingerprint`` must describe what
+        they mean, and every row's carry must have the shapes of ``run.init``'s.
 
     Returns:
       :class:`Results` for ``seeds``, in order.
 
     Raises:
-      Interrupted: SIGINT/SIGTERM arrived; the run saved a checkpoint and can be resumed.
+      Interrupted: SIGINT/SIGTERM arrived (in this call or an earlier one); the run saved
+        what it finished and can be resumed.
+      DirectoryLocked: another process is using ``checkpoint_dir``.
       jaxcl.checkpoint.ConfigMismatchError: ``checkpoint_dir`` holds another configuration.
+      jaxcl.checkpoint.DamagedCheckpointError: a group's ``fingerprint.json`` is damaged
+        while saved work depends on it.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
-    if seed_chunk_size is None:
-        seed_chunk_size = auto_seed_chunk(run, len(seeds))
-    if seed_chunk_size < 1:
+    if seed_chunk_size is not None and seed_chunk_size < 1:
         raise ValueError(f"seed_chunk_size must be a positive integer, got {seed_chunk_size}")
-    fingerprint = {
-        **dict(fingerprint or {}),
-        "num_tasks": run.scenario.num_tasks,
-        "chunk_size": run.chunk_size,
-        "batch_size": run.batch_size,
-        "epochs_per_task": run.epochs_per_task,
-    }
-    groups = [seeds[i : i + seed_chunk_size] for i in range(0, len(seeds), seed_chunk_size)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    if _stop.signal:  # received during an earlier run of this process
+        raise Interrupted(f"Interrupted by {_stop.signal} before this run started.")
+    checkpoint_dir = Path(checkpoint_dir).resolve() if checkpoint_dir is not None else None
+    lock = contextlib.nullcontext()
+    if checkpoint_dir is not None and jax.process_count() == 1:  # multi-host: shared by design
+        lock = lock_directory(checkpoint_dir)
+    with lock:
+        seed_chunk_size = _seed_chunk(run, len(seeds), checkpoint_dir, seed_chunk_size)
+        init = init or (lambda group: run.init(seed_keys(group)))
+        fingerprint = {
+            **dict(fingerprint or {}),
+            "num_tasks": run.scenario.num_tasks,
+            "chunk_size": run.chunk_size,
+            "batch_size": run.batch_size,
+            "epochs_per_task": run.epochs_per_task,
+        }
+        groups = [seeds[i : i + seed_chunk_size] for i in range(0, len(seeds), seed_chunk_size)]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(seeds) * run.scenario.num_tasks, desc="seed-tasks", leave=False)
-    parts = []
-    with _deferred_signals() as caught:
-        for group in groups:
-            directory = None
-            if checkpoint_dir is not None:
-                directory = Path(checkpoint_dir) / f"seeds_{group[0]}-{group[-1]}"
-            parts.append(
-                _run_group(run, group, directory, fingerprint, caught, bar, final_diagnostics)
-            )
+            bar = tqdm(total=len(seeds) * run.scenario.num_tasks, desc="seed-tasks", leave=False)
+        parts = []
+        with _deferred_signals():
+            for group in groups:
+                directory = None
+                if checkpoint_dir is not None:
+                    directory = checkpoint_dir / f"seeds_{group[0]}-{group[-1]}"
+                parts.append(
+                    _run_group(run, group, directory, fingerprint, init, bar, final_diagnostics)
+                )
+                if _stop.signal:  # the group's last chunk was running: its results are saved
+                    raise _interrupted(f"after finishing seeds {group[0]}..{group[-1]}", directory)
     if bar is not None:
         bar.close()
     return concat_results(parts)

@@ -1,7 +1,10 @@
 """A small resumable run in its own process, for the kill/resume and device tests.
 
-usage: python tests/_resumable_job.py OUT SEEDS SEED_CHUNK SLEEP
-Writes OUT/results.npz (the per-seed results) when it completes.
+usage: python tests/_resumable_job.py OUT SEEDS SEED_CHUNK SLEEP [METHODS]
+Runs METHODS (default 1) methods one after the other, as an experiment does: method 0
+checkpoints in OUT/ckpt, method k > 0 in OUT/ckpt<k>. With SLEEP > 0 each chunk first
+prints ``chunk <start>`` on stdout, then sleeps. Writes OUT/results.npz (method 0's
+per-seed results) when every method is done.
 """
 
 import sys
@@ -37,23 +40,30 @@ def build() -> engine.Run:
     return engine.make_run(sc, learner, batch_size=16, chunk_size=1)
 
 
-def main(out: str, seeds: str, seed_chunk: str, sleep: str) -> None:
+def main(out: str, seeds: str, seed_chunk: str, sleep: str, methods: str = "1") -> None:
     run = build()
-    if float(sleep) > 0:  # slow the host loop down so a test can kill it mid-run
+    if float(sleep) > 0:  # slow the host loop down so a test can signal it mid-chunk
         original = run.run_chunk
 
         def slow(state, start):
+            print(f"chunk {start}", flush=True)
             time.sleep(float(sleep))
             return original(state, start)
 
         run.run_chunk = slow
-    results = execution.run_seeds(
-        run,
-        [int(s) for s in seeds.split(",")],
-        checkpoint_dir=Path(out) / "ckpt",
-        fingerprint={"job": "test"},
-        seed_chunk_size=int(seed_chunk) or None,
-    )
+    done = []
+    for k in range(int(methods)):
+        done.append(
+            execution.run_seeds(
+                run,
+                [int(s) for s in seeds.split(",")],
+                checkpoint_dir=Path(out) / ("ckpt" + (str(k) if k else "")),
+                fingerprint={"job": "test", **({"method": k} if k else {})},
+                seed_chunk_size=int(seed_chunk) or None,
+            )
+        )
+        print(f"method {k} finished", flush=True)
+    results = done[0]
     np.savez(
         Path(out) / "results.npz",
         correct=results.correct,

@@ -1,8 +1,13 @@
-"""The DST experiment: the quick grid block on real Fashion-MNIST, the task streams, and
-the CIFAR-100 / ResNet-18 pipeline on mocked CIFAR-shaped data through the real loader."""
+"""The DST experiment: the quick grid block on real Fashion-MNIST, resuming after SIGKILL,
+the task streams, and the CIFAR-100 / ResNet-18 pipeline on mocked CIFAR-shaped data
+through the real loader."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments import dst
-from jaxcl import data
+from jaxcl import data, engine, scenarios, sparse
 
 
 def test_pair_rounds_are_perfect_matchings_without_repeats():
@@ -30,7 +35,7 @@ def test_unknown_method_lists_valid_names(tmp_path):
         dst.main(["--quick", "--out", str(tmp_path), "--methods", "erk-random-s99-t5"])
 
 
-@pytest.mark.skipif(not os.environ.get("TFDS_DATA_DIR"), reason="needs TFDS_DATA_DIR")
+@pytest.mark.needs_data("fashion_mnist")
 def test_quick_grid_block_writes_the_contract_files(tmp_path):
     rows = dst.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "results.json").read_text())
@@ -42,6 +47,82 @@ def test_quick_grid_block_writes_the_contract_files(tmp_path):
         assert 0.0 < row["metrics"]["used_fraction"]["mean"] < 1.0
     assert "adaptive" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "heatmap_acc_t5.png").stat().st_size > 0
+
+
+# The subprocess imports this checkout's jaxcl and experiments, not installed ones.
+PYTHONPATH = os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+TWO_CELLS = ["--quick", "--seeds", "1", "--methods", "erk-random-s90-t5,uniform-momentum-s90-t5"]
+TWO_CELLS += ["--checkpoint-every", "1", "--seed-chunk", "1"]  # rows (seed, cell) one by one
+# The experiment in its own process, every chunk announced on stdout and slowed down.
+SLOW_DST = """
+import sys, time
+from jaxcl import engine
+from experiments import dst
+run_chunk = engine.Run.run_chunk
+def slow(self, state, start):
+    print("chunk", start, flush=True)
+    time.sleep(0.5)
+    return run_chunk(self, state, start)
+engine.Run.run_chunk = slow
+dst.main(sys.argv[1:])
+"""
+
+
+def test_init_rows_pairs_each_seed_with_each_cell():
+    config = dst.config_for("fashion_mnist", 5, quick=True, evaluation="task_il")
+    rng = np.random.default_rng(0)
+    ds = data.ArrayDataset(
+        rng.normal(size=(40, 784)).astype(np.float32),
+        np.arange(40, dtype=np.int32) % 10,
+        rng.normal(size=(20, 784)).astype(np.float32),
+        np.arange(20, dtype=np.int32) % 10,
+        10,
+    )
+    head = sparse.EVALUATIONS[config.evaluation]
+    scenario = scenarios.from_class_groups(ds, dst.class_groups(10, 5), head=head)
+    cells = [dst.Cell("erk", "random", 80, 5), dst.Cell("uniform", "gradient", 95, 5)]
+    run = dst.build_run(config, scenario, cells[0])
+    state, _ = dst.init_rows(run, cells)([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
+    alone = [run.init(engine.seed_keys([seed]))[0] for seed in (0, 1, 2)]
+    np.testing.assert_array_equal(
+        state.key, np.concatenate([alone[s].key for s in (0, 0, 1, 1, 2)])
+    )
+    counts = np.asarray(state.learner.config.counts)
+    np.testing.assert_array_equal(counts[[0, 2]], counts[[0, 0]])  # same cell, same config
+    np.testing.assert_array_equal(counts[[1, 3, 4]], counts[[1, 1, 1]])
+    assert counts[1].sum() < counts[0].sum()  # 95 % sparse keeps fewer weights than 80 %
+
+
+@pytest.mark.needs_data("fashion_mnist")
+def test_sigkill_then_rerun_resumes_to_identical_per_cell_results(tmp_path, monkeypatch):
+    reference = dst.main([*TWO_CELLS, "--out", str(tmp_path / "reference"), "--no-checkpoint"])
+    out = tmp_path / "killed"
+    job = subprocess.Popen(
+        [sys.executable, "-c", SLOW_DST, *TWO_CELLS, "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    chunks = 0
+    for line in job.stdout:  # row 0: chunks 0-4; row 1: chunks 0-4
+        chunks += line.startswith("chunk")
+        if chunks == 8:  # row 1 is running its task 3; its tasks 1-2 are saved
+            break
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert chunks == 8 and not (out / "results.json").exists()
+    starts, run_chunk = [], engine.Run.run_chunk
+
+    def counting(self, state, start):
+        starts.append(start)
+        return run_chunk(self, state, start)
+
+    monkeypatch.setattr(engine.Run, "run_chunk", counting)
+    resumed = dst.main([*TWO_CELLS, "--out", str(out)])
+    assert starts == [2, 3, 4]  # row 0 was finished; row 1 resumed after its task 2
+    for got, want in zip(resumed, reference, strict=True):
+        assert got["method"] == want["method"]
+        assert got["metrics"] == want["metrics"]
 
 
 def _mock_cifar100(tmp_path, monkeypatch):
@@ -86,10 +167,8 @@ def test_cifar100_resnet_pipeline_on_mocked_data(tmp_path, monkeypatch):
     assert scenario.task_names[1] == "/".join(map(str, range(20, 40)))
     cells = [dst.Cell("erk", "momentum", 80, 5), dst.Cell("uniform", "adaptive", 95, 5)]
     run = dst.build_run(config, scenario, cells[0])
-    keys = jax.ShapeDtypeStruct((2, 2), jnp.uint32)
-    state, _ = jax.eval_shape(run._init, keys, scenario)
-    state = jax.eval_shape(lambda s: dst.with_cells(run, s, cells), state)
-    assert state.learner.config.counts.shape == (4, 7)  # 2 cells x 2 seeds, 7 layers
+    state, _ = jax.eval_shape(lambda: dst.init_rows(run, cells)(range(4)))
+    assert state.learner.config.counts.shape == (4, 7)  # 2 seeds x 2 cells, 7 layers
     state, record = jax.eval_shape(run._chunk, state, jnp.int32(0), scenario)
     assert record.correct.shape == (4, run.chunk_size, 5)
     assert record.diagnostics["layer_density"].shape == (4, run.chunk_size, 7)
