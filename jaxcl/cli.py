@@ -27,6 +27,8 @@ results are written fresh.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import dataclasses
 import math
 import os
@@ -43,6 +45,10 @@ from jaxcl import execution, report
 from jaxcl.engine import Results, Run
 
 DEBUG_ENV = "JAXCL_DEBUG"
+# The resources a command run by :func:`main` holds until it ends (the lock on --out).
+_COMMAND_SCOPE: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar(
+    "jaxcl_command_scope", default=None
+)
 
 
 class UsageError(ValueError):
@@ -61,6 +67,9 @@ class ExperimentParser(argparse.ArgumentParser):
         parsed = super().parse_args(args, namespace)
         if getattr(parsed, "out", None) is not None:  # last: every other flag is valid
             parsed.out = writable_directory(parsed.out)
+            scope = _COMMAND_SCOPE.get()
+            if scope is not None:  # run as a command: --out is ours until it exits
+                scope.enter_context(execution.lock_directory(parsed.out))
         return parsed
 
 
@@ -304,11 +313,19 @@ def main(experiment_main: Callable[[list[str]], Any], argv: Sequence[str] | None
 
     A :class:`UsageError` exits with status 2, any other exception with status 1, each
     after one line on stderr; ``--debug`` in ``argv`` or ``JAXCL_DEBUG=1`` also prints the
-    traceback. Interruptions (``SystemExit``, ``KeyboardInterrupt``) pass through.
+    traceback. Interruptions (``SystemExit``, ``KeyboardInterrupt``) pass through. The
+    command holds a lock on ``--out`` from the moment it is parsed until it exits
+    (:func:`jaxcl.execution.lock_directory`): a second command on the same ``--out`` stops
+    at once with a line naming the holder's pid.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        experiment_main(argv)
+        with contextlib.ExitStack() as scope:
+            token = _COMMAND_SCOPE.set(scope)
+            try:
+                experiment_main(argv)
+            finally:
+                _COMMAND_SCOPE.reset(token)
     except Exception as err:
         debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
         if debug:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import stale_momentum
-from jaxcl import cli, report
+from jaxcl import cli, execution, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,3 +196,32 @@ def test_previous_results_keep_extras_only_from_the_same_configuration(tmp_path)
     assert cli.previous_results(args, experiment="e", config={"n": 2}, methods=["a"])["t"] == 1
     fresh = cli.previous_results(args, experiment="e", config={"n": 3}, methods=["a"])
     assert fresh == {"rows": []}
+
+
+def test_a_second_command_on_the_same_out_names_the_holder(tmp_path):
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from jaxcl import execution\n"
+            f"with execution.lock_directory({str(out)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = run_command("hard_ash.py", "--quick", "--out", out, tmp_path=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and f"(pid {holder.pid})" in done.stderr, done.stderr
+    # The holder gone (even by SIGKILL), the directory is free again.
+    with execution.lock_directory(out):
+        pass
