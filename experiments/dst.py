@@ -50,11 +50,17 @@ Commands::
     python experiments/dst.py --methods erk-random-s90-t5,uniform-adaptive-s95-t10
     python experiments/dst.py --quick         # seconds-long smoke run
 
-Measured (defaults, 3 seeds, 90 cells): 11.8 min wall on 2 otherwise idle CPU cores
-(T=5 108 s, T=10 186 s, T=20 410 s; 29 min when the cores were shared). ERK beats uniform
-at every sparsity here (+9, +13, +18 points at 80/90/95 %): uniform starves the 72-weight
-first convolution. Gradient growth is best at 95 % but fills the whole network by the last
-tasks at 80 % (used_fraction ≈ 1), where momentum and the adaptive schedule win.
+Measured (defaults, 3 seeds, 90 cells, ``results/dst/``): 19.5 min wall on 2 CPU cores
+shared with two light jobs (T=5 152 s, T=10 393 s, T=20 621 s; before random tie-breaking
+and the momentum fix, 11.8 min on idle cores; the tie-broken top-k is a full sort, about
+30 % slower than ``lax.top_k`` per topology update). ERK beats uniform at every sparsity here
+(+9.2, +12.7, +18.7 points at 80/90/95 %): uniform starves the 72-weight first
+convolution. Momentum growth, scored by moments that move at every free weight as in the
+authors' Adam, now ranks like gradient growth (within 3 points of it in every cell): both
+fill the whole network by the last tasks at 80 % (used_fraction ≈ 1), where random and
+the adaptive schedule win with ERK; gradient is best at 95 %. (An earlier version updated
+the moments only inside the mask, so momentum growth stopped changing the mask after the
+first topology update: its "momentum wins at 80 %" came from that bug.)
 BWT is exactly 0 in every cell.
 """
 
