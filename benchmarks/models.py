@@ -30,6 +30,32 @@ fall in the few steps timed).
 
     python benchmarks/models.py [--seeds 1,5] [--families ...] [--out results/benchmarks]
     python benchmarks/models.py --quick        # tiny shapes, 2 steps: a smoke run
+
+Measured on an AMD EPYC machine (2 CPU cores, otherwise idle), jax 0.10.2, with
+``python benchmarks/models.py --resnet-batch-size 16`` (3.3 min wall; ResNet-18 at batch
+16, its experiment's is 64; steps timed per call: SDMLP 10K 5, CLASSP 10, ResNet-18 2,
+the others 20; ResNet-18's 5-seed call, over 10 s, timed once). Large-matmul rate 208.4
+GFLOP/s. GFLOP per step (all seeds) and GFLOP/s are analytic; "probe/mm" is the probe's
+own fraction of the large-matmul rate::
+
+    family         seeds batch   step ms  GFLOP  GFLOP/s  of mm  probe/mm  of probe
+    sdmlp_1k           1   128       4.8  0.409     85.2   0.41      0.88      0.46
+    sdmlp_1k           5   128      19.1   2.05    107.3   0.51      0.76      0.68
+    sdmlp_10k          1   128      68.4   4.09     59.8   0.29      0.66      0.44
+    sdmlp_10k          5   128     825.7   20.5     24.8   0.12      0.62      0.19
+    classp_cnn         1    32      29.1   2.29     78.7   0.38      0.64      0.59
+    classp_cnn         5    32     140.8   11.5     81.3   0.39      0.63      0.62
+    dst_cnn            1    64       3.9 0.0448     11.6   0.06      0.32      0.17
+    dst_cnn            5    64      18.9  0.224     11.9   0.06      0.38      0.15
+    resnet18           1    16    3570.9   13.4      3.8   0.02      0.53      0.03
+    resnet18           5    16   18215.8   67.2      3.7   0.02      0.47      0.04
+    hard_ash_mlp       1    64       4.5  0.205     45.6   0.22      0.63      0.35
+    hard_ash_mlp       5    64      13.5   1.02     75.6   0.36      0.56      0.65
+
+XLA's compiled count is 1.03-1.37× the analytic one (most for the DST CNN, whose
+topology update and masks add element-wise work). The slowest paths by fraction of the
+probe: ResNet-18 (native convolutions, 0.03-0.04), the DST CNN (0.15-0.17) and SDMLP 10K
+at 5 seeds (0.19).
 """
 
 from __future__ import annotations
