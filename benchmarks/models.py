@@ -5,7 +5,11 @@ inputs, the Hard ASH MLP) and 1 and 5 vmapped seeds, it times what the experimen
 ``jit(vmap(scan(learner.update)))`` over fixed batches, with the learner, model, optimizer
 and batch size that the experiment's own builder makes (``experiments/<name>.py``,
 ``build_run``) on synthetic data of the real shapes. Each batch is per seed, as the
-engine gathers it. Two references are measured in the same run:
+engine gathers it. The rows: SDM's ``sdmlp_k10`` (1K) and ``sdmlp_10k`` (GABA Top-K, SGD
+with global-norm clipping, batch 128), CLASSP's ``classp_paper`` (batch 32), DST's
+``erk-random-s90-t5`` cell with the Fashion-MNIST CNN and with the CIFAR-100 ResNet-18
+(masked Adam, batch 64), Hard ASH's ``hard_ash+adagrad`` (batch 64). Two references are
+measured in the same run:
 
 * the **large-matmul rate**: a dense float32 2048×2048 matmul
   (:func:`benchmarks.throughput.matmul_rate`);
@@ -13,6 +17,9 @@ engine gathers it. Two references are measured in the same run:
   its im2col matmul ``[B·H'·W', kh·kw·C] @ [kh·kw·C, O]``, of the same FLOPs), forward,
   weight gradient and input gradient (none for the first layer), followed by the family's
   own optimizer update, in a ``lax.scan``: the most a step of that shape can reach here.
+  What a step does beyond that (activations, normalisation, top-k, dropout, SDM's weight
+  projection, DST's masks and topology updates, im2col copies) is what the fraction of
+  the probe charges it for.
 
 FLOPs are counted two ways. *Analytic*: ``2·M·K·N`` per matmul/conv layer of the forward
 pass (read from the jaxpr of ``learner.predict``), three times per layer (forward, weight
