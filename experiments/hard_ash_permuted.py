@@ -1,14 +1,15 @@
 """Hard ASH on Permuted MNIST: does the sparsity knob z_k trade plasticity for stability?
 
 Paper: Keskinen, "Hard ASH: Sparsity and the right optimizer make a continual learner",
-arXiv 2404.17651, its permuted-MNIST plasticity section. What we could establish of it:
-the paper trains the Hard ASH MLP with Adagrad on permuted MNIST, measures plasticity as
-the accuracy on each new task, and reports that varying z_k had minimal effect on
-plasticity but improved stability. Its protocol (number of tasks, steps per task,
-learning rate) and its numbers could not be retrieved (only the opening of the paper's
-text was readable), and the authors' code (``LesserScholar/hard-ash``, Dec 2023) predates
-the section. So the paper column of the table is empty and **every protocol choice below
-is ours**, labelled "ours" in the table header too:
+arXiv 2404.17651, its permuted-MNIST section. What we could establish of it, second-hand:
+the sciencestack.ai digest of the paper (sciencestack.ai/paper/2404.17651) says it adds
+"analyses on gradient sparsity and plasticity using permuted MNIST"; a third-party
+summary says plasticity there is the accuracy on each new task, measured with Adagrad,
+and that varying z_k had minimal effect on plasticity but improved stability. The
+section's own text, protocol (number of tasks, steps per task, learning rate) and numbers
+could not be retrieved (only the opening of the paper was readable), and the authors'
+code (``LesserScholar/hard-ash``, Dec 2023) predates the section. So the table has no
+paper column and **every protocol choice below is ours**, said so in the table header:
 
 * the stream: 10 tasks (``--num-tasks``), each all of MNIST under its own fixed pixel
   permutation drawn from seed 0 and shared by all run seeds (none is the identity), one
@@ -190,8 +191,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "Plasticity: learning_acc = mean accuracy on each new task right after training it; "
         f"first/last = its mean over the first/last {window} task(s); plasticity_loss = "
         "first − last. Stability: acc = mean accuracy over all tasks after the last; "
-        "forgetting (Chaudhry).\nPaper: no numbers retrievable; its claim: varying z_k has "
-        "minimal effect on plasticity but improves stability.\n\n"
+        "forgetting (Chaudhry).\nPaper: section and numbers not retrievable; its claim "
+        "(second-hand): varying z_k has minimal effect on plasticity but improves stability."
+        "\n\n"
     )
     effects = zk_effects(rows)
     footer = "\nz_k effect (Welch 95% CI, ours):\n" + "\n".join(effects) + "\n" if effects else ""
