@@ -140,11 +140,14 @@ def zk_effects(rows: list[dict]) -> list[str]:
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Accuracy on each task right after training it, and after the last task (seed means)."""
     fig, (left, right) = report.figure(1, 2, figsize=(11, 4), sharey=True)
+    from matplotlib.ticker import MaxNLocator  # after report.figure chose the Agg backend
+
     for i, row in enumerate(rows):
         for ax, name in [(left, "new_task_acc"), (right, "final_task_acc")]:
             curve = np.nanmean(np.asarray(row[name], dtype=float), axis=0)
             tasks = np.arange(1, len(curve) + 1)
             ax.plot(tasks, curve, color=f"C{i}", marker=".", label=row["method"])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set(xlabel="task", ylabel="accuracy", title="plasticity: each task right after it")
     right.set(xlabel="task", title="stability: each task after the last task", ylim=(0, 1))
     left.legend(fontsize=7)
