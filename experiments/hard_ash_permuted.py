@@ -36,6 +36,11 @@ Commands::
 
     python experiments/hard_ash_permuted.py            # 6 rows, 10 tasks, 5 seeds vmapped
     python experiments/hard_ash_permuted.py --quick    # seconds-long smoke run
+
+Measured (one row of the default, hard_ash+adagrad, 5 seeds vmapped, 2 CPU cores):
+187 s, so the six rows take about 20 min. That row: plasticity 76.8 ± 0.5 %, falling from
+83.9 % on the first two tasks to 71.4 % on the last two, stability 76.4 ± 0.6 %,
+forgetting 0.5 %: with these rates the stream costs plasticity, not stability.
 """
 
 from __future__ import annotations
