@@ -18,6 +18,8 @@ Commands::
 Deviations: the code draws top-k's k from {64, 96} and LWTA's groups from {25, 50, 100}
 at random when not sweeping; we pin k=64 and groups=50 (the table says so). Seeds are
 ``PRNGKey(0..S-1)`` (the authors used 12345..12349 with a different RNG stream).
+
+The paper's permuted-MNIST plasticity section is ``experiments/hard_ash_permuted.py``.
 """
 
 from __future__ import annotations
@@ -99,15 +101,13 @@ class Config:
             object.__setattr__(self, "optimizer_hparams", pinned)
 
 
-def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
-    """The compiled Split-MNIST run of one configuration."""
-    mnist = data.preprocess(data.load("mnist", data_dir=data_dir), stats_of="mnist")
-    scenario = scenarios.split(
-        mnist,
-        classes_per_task=2,
-        max_train_per_task=config.max_train_per_task,
-        max_test_per_task=config.max_test_per_task,
-    )
+def load_mnist(data_dir: str | None = None) -> data.ArrayDataset:
+    """MNIST standardised with its own statistics."""
+    return data.preprocess(data.load("mnist", data_dir=data_dir), stats_of="mnist")
+
+
+def run_on(scenario: scenarios.Scenario, config: Config, *, chunk_size: int = 1) -> engine.Run:
+    """The compiled run of one configuration's MLP, activation and optimizer on ``scenario``."""
     model = MLP(
         hidden=config.hidden,
         activation=get_activation(config.activation, **dict(config.activation_hparams)),
@@ -123,6 +123,17 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
         epochs_per_task=config.epochs_per_task,
         chunk_size=chunk_size,
     )
+
+
+def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
+    """The compiled Split-MNIST run of one configuration."""
+    scenario = scenarios.split(
+        load_mnist(data_dir),
+        classes_per_task=2,
+        max_train_per_task=config.max_train_per_task,
+        max_test_per_task=config.max_test_per_task,
+    )
+    return run_on(scenario, config, chunk_size=chunk_size)
 
 
 def config_for(method: str, quick: bool) -> Config:

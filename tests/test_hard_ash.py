@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import hard_ash
+from experiments import hard_ash, hard_ash_permuted
 from jaxcl import checkpoint, engine
 
 pytestmark = pytest.mark.needs_data("mnist")
@@ -69,3 +69,63 @@ def test_runs_merge_and_a_changed_hyperparameter_is_refused(tmp_path, monkeypatc
         r"\[\['learning_rate', 0\.001\]\]",
     ):
         hard_ash.main([*argv, "relu+sgd"])
+
+
+# ----------------------------------------------------------------- Permuted MNIST (z_k sweep)
+
+
+def test_permuted_quick_run_writes_the_contract_files(tmp_path):
+    methods = "hard_ash_zk0+adagrad,hard_ash+adagrad"
+    argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", methods]
+    rows = hard_ash_permuted.main(argv)
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["experiment"] == "hard_ash_permuted"
+    assert payload["config"]["num_tasks"] == 3
+    assert [r["method"] for r in payload["rows"]] == ["hard_ash_zk0+adagrad", "hard_ash+adagrad"]
+    for row in payload["rows"]:
+        assert np.asarray(row["new_task_acc"]).shape == (2, 3)
+        assert np.asarray(row["final_task_acc"]).shape == (2, 3)
+        for name in hard_ash_permuted.TABLE_METRICS:
+            assert len(row["metrics"][name]["per_seed"]) == 2
+        # learning_acc is the mean of the new-task curve, per seed.
+        np.testing.assert_allclose(
+            row["metrics"]["learning_acc"]["per_seed"], np.mean(row["new_task_acc"], axis=1)
+        )
+    zk = dict(payload["rows"][0]["config"]["activation_hparams"])
+    assert zk == {"alpha": 3.0, "z_k": 0.0}
+    table = (tmp_path / "table.md").read_text()
+    assert "| hard_ash_zk0+adagrad |" in table and "protocol ours" in table
+    assert "- hard_ash+adagrad − hard_ash_zk0+adagrad: plasticity" in table
+    assert (tmp_path / "plasticity_and_stability.png").stat().st_size > 0
+    assert rows[0]["diverged_seeds"] == {}
+
+
+def test_permuted_run_applies_permutations_per_batch():
+    run = hard_ash_permuted.build_run(
+        hard_ash_permuted.config_for("relu+sgd", quick=True, num_tasks=4)
+    )
+    scenario = run.scenario
+    # One copy of MNIST, one permutation per task: no task is materialised.
+    assert scenario.train_x.shape == (60000, 784) and scenario.input_perm.shape == (4, 784)
+    assert len({tuple(p) for p in np.asarray(scenario.input_perm)}) == 4
+
+
+def _row(method, learning_acc, acc):
+    stats = {"learning_acc": learning_acc, "acc": acc}
+    return {"method": method, "metrics": {k: {"per_seed": v} for k, v in stats.items()}}
+
+
+def test_zk_effects_are_welch_differences_to_zk0():
+    rows = [
+        _row("hard_ash_zk0+adagrad", [0.5, 0.5], [0.6, 0.6]),
+        _row("hard_ash+adagrad", [0.9, 0.8], [0.7, 0.6]),
+        _row("relu+sgd", [0.1, 0.1], [0.1, 0.1]),  # not a z_k row: left out
+    ]
+    # plasticity: 0.85 − 0.5 = +0.35; Welch: var(a)/2 = 0.0025, var(b) = 0, dof 1,
+    # t_{0.975,1} = 12.706, half = 12.706 · 0.05 = 0.635. stability: 0.65 − 0.6 = +0.05,
+    # half = 12.706 · 0.05 = 0.635.
+    assert hard_ash_permuted.zk_effects(rows) == [
+        "- hard_ash+adagrad − hard_ash_zk0+adagrad: plasticity +35.0 ± 63.5, "
+        "stability +5.0 ± 63.5 points"
+    ]
+    assert hard_ash_permuted.zk_effects(rows[1:]) == []  # no z_k = 0 reference row
