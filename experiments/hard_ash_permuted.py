@@ -46,11 +46,15 @@ forgetting 0.5 %: with these rates the stream costs plasticity, not stability.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Run as a script, this file's folder is on sys.path, not the checkout that holds it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import hard_ash, plasticity
 from jaxcl import cli, engine, metrics, report, scenarios

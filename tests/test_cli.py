@@ -50,6 +50,7 @@ def run_command(script, *argv, env=None, tmp_path):
         ),
         ("sdm.py", ["--seed-chunk", "-2"], "--seed-chunk must be an integer >= 0, got '-2'"),
         ("classp.py", ["--seeds", "two"], "--seeds must be a positive integer, got 'two'"),
+        ("hard_ash_permuted.py", ["--seeds", "0"], "--seeds must be a positive integer, got '0'"),
         ("plasticity.py", ["--pair-tasks", "46"], "--pair-tasks must be an integer in [1, 45]"),
         (
             "stale_momentum.py",
