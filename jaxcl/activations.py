@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl._checks import concrete_real
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
@@ -106,16 +108,9 @@ def _check_real(name: str, value: Any, allowed: str, ok: Callable[[np.ndarray], 
 
     Traced values are skipped: they are known only at run time.
     """
-    if _is_traced(value):
-        return
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):
-        array = np.asarray(None)
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}.")
+    array = concrete_real(name, value, allowed)
     # `not all(ok)` rather than a negated comparison, so that NaN is refused too.
-    if np.iscomplexobj(array) or not np.all(ok(array)):
+    if array is not None and not np.all(ok(array)):
         raise ValueError(f"{name} must be {allowed}, got {name}={value!r}.")
 
 

@@ -11,6 +11,7 @@ import optax
 from jaxcl.optim import _validation as v
 from jaxcl.optim._classp import classp
 from jaxcl.optim._clipping import clip_updates as _clip_updates
+from jaxcl.optim._dtypes import accumulator_dtype
 from jaxcl.optim._masked_adam import masked_adam
 from jaxcl.optim._sam import gnp, sam
 
@@ -18,7 +19,7 @@ from jaxcl.optim._sam import gnp, sam
 def _at_least_float32(x: Any) -> Any:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         return x
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x.astype(accumulator_dtype(x, None))
 
 
 def _float32_state(opt: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
