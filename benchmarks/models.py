@@ -91,7 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.throughput import matmul_rate
 from experiments import classp, dst, hard_ash, sdm
-from jaxcl import data, engine, learners, report, scenarios, sparse
+from jaxcl import data, engine, learners, report, scenarios, sparse, types
 
 PyTree = Any
 
@@ -136,7 +136,7 @@ class Setup(NamedTuple):
       config: the experiment's configuration (recorded in the results).
     """
 
-    learner: learners.Learner
+    learner: types.Learner
     optimizer: optax.GradientTransformation
     update_args: Callable[[PyTree], dict[str, Any]]
     scenario: scenarios.Scenario
@@ -345,7 +345,7 @@ def timed(compiled: Any, args: tuple, repeats: int) -> float:
     return min(_call_seconds(compiled, args) for _ in range(repeats))
 
 
-def fixed_batches(setup: Setup, *, steps: int, seeds: int) -> learners.Batch:
+def fixed_batches(setup: Setup, *, steps: int, seeds: int) -> types.Batch:
     """``steps`` batches of task 0 (x and y per seed, as the engine gathers them)."""
     sc = setup.scenario
     if sc.input_perm is not None:
@@ -355,7 +355,7 @@ def fixed_batches(setup: Setup, *, steps: int, seeds: int) -> learners.Batch:
     x = np.asarray(sc.train_x)[rows].reshape(steps, setup.batch_size, -1)
     y = np.asarray(sc.train_y)[rows].reshape(steps, setup.batch_size)
     logit_mask = np.asarray(sc.logit_mask(0))
-    return learners.Batch(
+    return types.Batch(
         x=jnp.asarray(np.broadcast_to(x, (seeds, *x.shape))),
         y=jnp.asarray(np.broadcast_to(y, (seeds, *y.shape))),
         valid=jnp.ones((steps, setup.batch_size), bool),
@@ -363,12 +363,13 @@ def fixed_batches(setup: Setup, *, steps: int, seeds: int) -> learners.Batch:
         logit_mask=jnp.asarray(np.broadcast_to(logit_mask, (steps, sc.num_classes))),
         epoch=jnp.zeros((steps,), jnp.int32),
         index=jnp.arange(steps, dtype=jnp.int32),
+        task_steps=jnp.full((steps,), steps, jnp.int32),
     )
 
 
 # Per seed: x and y; shared, as in the engine: everything that does not depend on the seed.
-BATCH_AXES = learners.Batch(
-    x=0, y=0, valid=None, task=None, logit_mask=None, epoch=None, index=None
+BATCH_AXES = types.Batch(
+    x=0, y=0, valid=None, task=None, logit_mask=None, epoch=None, index=None, task_steps=None
 )
 
 
@@ -383,7 +384,7 @@ def initial_states(setup: Setup, seeds: int) -> tuple[PyTree, jax.Array]:
     return jax.jit(jax.vmap(init))(engine.seed_keys(range(seeds)))
 
 
-def train_program(setup: Setup, states: PyTree, keys: jax.Array, batches: learners.Batch):
+def train_program(setup: Setup, states: PyTree, keys: jax.Array, batches: types.Batch):
     """The compiled ``vmap(scan(learner.update))`` over the batches."""
 
     def run(state, key, batches):

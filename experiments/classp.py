@@ -87,7 +87,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcl import cli, data, engine, execution, learners, metrics, regularizers, report, scenarios
+from jaxcl import (
+    cli,
+    data,
+    engine,
+    execution,
+    learners,
+    losses,
+    metrics,
+    regularizers,
+    report,
+    scenarios,
+)
 from jaxcl import optim as jo
 from jaxcl.models.classp_cnn import PyTorchMnistCNN
 from jaxcl.optim import get_optimizer
@@ -264,7 +275,7 @@ def authors_evaluation(
                 rows = sc.train_idx[t].at[pos].get(mode="fill", fill_value=0)
                 rngs = {"dropout": jax.random.fold_in(key, t * num_batches + b)}
                 logits = model.apply(variables, sc.train_x[rows], train=True, rngs=rngs)
-                logits = scenarios.mask_logits(logits, sc.logit_mask(t))
+                logits = losses.mask_logits(logits, sc.logit_mask(t))
                 hit = (jnp.argmax(logits, -1) == sc.train_y[rows]) & (pos < sc.train_count[t])
                 return total + jnp.sum(hit, dtype=jnp.int32), None
 

@@ -53,7 +53,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl import cli, data, engine, learners, metrics, report, scenarios
+from jaxcl import cli, data, engine, learners, metrics, report, scenarios, types
 from jaxcl.models.mlp import MLP
 from jaxcl.optim import get_optimizer
 
@@ -136,7 +136,7 @@ def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.
     return scenarios.from_class_groups(mnist, CLASS_PAIRS[: config.num_tasks], **sizes)
 
 
-def pair_head(learner: learners.Learner, scenario: scenarios.Scenario) -> learners.Learner:
+def pair_head(learner: types.Learner, scenario: scenarios.Scenario) -> types.Learner:
     """A learner whose network has 2 outputs for two-class tasks: the paper's 2-hot head.
 
     Training relabels each example with its class's rank within the task's pair; for
@@ -149,7 +149,7 @@ def pair_head(learner: learners.Learner, scenario: scenarios.Scenario) -> learne
     # [T, 2] int32: small, fine as a constant of the compiled program.
     pairs = jnp.asarray(np.stack([np.flatnonzero(m) for m in class_mask]), jnp.int32)
 
-    def update(state, batch: learners.Batch, key):
+    def update(state, batch: types.Batch, key):
         y = (batch.y == pairs[batch.task, 1]).astype(jnp.int32)
         return learner.update(state, batch._replace(y=y, logit_mask=jnp.ones(2, bool)), key)
 

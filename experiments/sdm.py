@@ -87,7 +87,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl import cli, data, engine, learners, regularizers, report, scenarios
+from jaxcl import cli, data, engine, learners, regularizers, report, scenarios, types
 from jaxcl.models.fly import fly_model, kenyon_cells
 from jaxcl.models.sdm import SDMLP, sdm_projection, unit_activity
 from jaxcl.optim import get_optimizer
@@ -320,7 +320,7 @@ def _probe(scenario: scenarios.Scenario) -> jax.Array:
     return jnp.asarray(np.asarray(scenario.test_x)[rows])
 
 
-def build_learner(config: Config, scenario: scenarios.Scenario) -> learners.Learner:
+def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner:
     """The learner of a row, with a ``dead`` diagnostic (fraction of silent units)."""
     dim, classes = scenario.input_dim, scenario.num_classes
     probe = _probe(scenario)

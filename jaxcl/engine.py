@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxcl.learners import Batch, Learner
-from jaxcl.scenarios import Scenario, mask_logits
+from jaxcl.losses import mask_logits
+from jaxcl.scenarios import Scenario
+from jaxcl.types import Batch, Learner
 
 EVAL_TASKS = ("all", "seen", "current")
 PyTree = Any
@@ -232,6 +233,7 @@ class Run:
             logit_mask=sc.logit_mask(task),
             epoch=epoch,
             index=e * self.batches_per_epoch + b,
+            task_steps=self._task_epochs(task)[1] * self.batches_per_epoch,
         )
 
     def _task_epochs(self, task: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -319,6 +321,7 @@ class Run:
             logit_mask=sc.logit_mask(task),
             epoch=first_epoch + num_epochs - 1,
             index=num_epochs * self.batches_per_epoch - 1,
+            task_steps=num_epochs * self.batches_per_epoch,
         )
 
     def _evaluate(self, lstate: PyTree, sc: Scenario, wanted: jax.Array) -> jax.Array:

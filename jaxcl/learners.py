@@ -18,63 +18,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcl.scenarios import mask_logits
+from jaxcl.losses import masked_mean_cross_entropy
+from jaxcl.types import Batch, Learner, PyTree
 
 if TYPE_CHECKING:
     from jaxcl.regularizers import Regularizer
 
-PyTree = Any
 # Batch fields passed to a module whose __call__ accepts them as keywords (training only).
 MODEL_BATCH_KEYWORDS = ("epoch", "valid")
-
-
-class Batch(NamedTuple):
-    """One training batch, padded to the batch size.
-
-    Attributes:
-      x: ``[B, D]`` inputs (the task's input transform already applied).
-      y: ``[B]`` int32 labels.
-      valid: ``[B]`` bool; False marks padding (the last partial batch of a task).
-      task: int32 scalar, the task index.
-      logit_mask: ``[C]`` bool, the logits that compete on this task (see Scenario.head).
-      epoch: int32 scalar, the global epoch index (``task * epochs_per_task + e``), for
-        schedules indexed by epoch (e.g. SDM's linear k annealing).
-      index: int32 scalar, the batch's position in its task, ``e · batches_per_epoch + b``
-        (skipped padding-only batches count too). The same for every seed, so a learner
-        can ``lax.cond`` on it (e.g. DST's topology update every n steps); a per-seed
-        counter would turn the cond into a select under the engine's seed ``vmap``.
-    """
-
-    x: jax.Array
-    y: jax.Array
-    valid: jax.Array
-    task: jax.Array
-    logit_mask: jax.Array
-    epoch: jax.Array
-    index: jax.Array | int = 0
-
-
-class Learner(NamedTuple):
-    """Pure functions the engine drives; every state is per seed (the engine vmaps).
-
-    Attributes:
-      init: ``key -> state``.
-      update: ``(state, batch, key) -> (state, loss)``; one training step.
-      predict: ``(state, x, task) -> logits``; ``x`` is ``[B, D]``.
-      begin_task: ``(state, task, key) -> state`` before a task's first batch.
-      end_task: ``(state, batch, key) -> state`` after a task's last batch; ``batch`` holds
-        ``boundary_examples`` random training examples of the finished task.
-      boundary_examples: how many examples ``end_task`` receives (0: none needed).
-      diagnostics: ``state -> dict of arrays`` recorded after every task, or None.
-    """
-
-    init: Callable[[jax.Array], PyTree]
-    update: Callable[[PyTree, Batch, jax.Array], tuple[PyTree, jax.Array]]
-    predict: Callable[[PyTree, jax.Array, jax.Array], jax.Array]
-    begin_task: Callable[[PyTree, jax.Array, jax.Array], PyTree] = lambda s, t, k: s
-    end_task: Callable[[PyTree, Batch, jax.Array], PyTree] = lambda s, b, k: s
-    boundary_examples: int = 0
-    diagnostics: Callable[[PyTree], dict[str, jax.Array]] | None = None
 
 
 class SupervisedState(NamedTuple):
@@ -91,14 +42,6 @@ class SupervisedState(NamedTuple):
     opt_state: optax.OptState
     model_state: PyTree
     regularizer_state: PyTree = ()
-
-
-def masked_mean_cross_entropy(logits: jax.Array, batch: Batch) -> jax.Array:
-    """Mean softmax cross-entropy over the batch's valid examples (padding excluded)."""
-    logits = mask_logits(logits, batch.logit_mask)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y)
-    valid = batch.valid.astype(losses.dtype)
-    return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
 def _accepted_keywords(model: nn.Module, names: tuple[str, ...]) -> tuple[str, ...]:

@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxcl.learners import Batch
-from jaxcl.scenarios import mask_logits
+from jaxcl.losses import mask_logits
+from jaxcl.types import Batch
 
 PyTree = Any
 LogitsFn = Callable[[PyTree, jax.Array], jax.Array]  # (params, x [B, D]) -> logits [B, C]

@@ -82,11 +82,6 @@ class Scenario:
         return jnp.ones((self.num_classes,), bool)
 
 
-def mask_logits(logits: jax.Array, mask: jax.Array) -> jax.Array:
-    """Sets the logits outside ``mask`` to the dtype's lowest value (never chosen)."""
-    return jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-
-
 def _pad_rows(rows: Sequence[np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
     counts = np.asarray([len(r) for r in rows], np.int32)
     empty = [i for i, c in enumerate(counts) if c == 0]

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcl import data, engine, learners, scenarios
+from jaxcl import data, engine, learners, scenarios, types
 
 
 def id_dataset(n_train=23, n_test=11, num_classes=4):
@@ -31,7 +31,7 @@ def counting_learner(n_train, num_classes):
     def predict(counts, x, task):
         return jnp.zeros((x.shape[0], num_classes)).at[:, 0].set(1.0)
 
-    return learners.Learner(
+    return types.Learner(
         init=lambda key: jnp.zeros((n_train,), jnp.int32), update=update, predict=predict
     )
 
@@ -172,7 +172,7 @@ def test_end_task_receives_examples_of_the_finished_task():
     def end_task(state, batch, key):
         return state.at[batch.task].set(jnp.sum(batch.y[:, None] == jnp.arange(4)[None, :], 0))
 
-    learner = learners.Learner(
+    learner = types.Learner(
         init=lambda key: jnp.zeros((2, 4), jnp.int32),
         update=lambda s, b, k: (s, jnp.float32(0)),
         predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
@@ -202,7 +202,7 @@ def test_batches_carry_the_global_epoch_index():
     def update(seen, batch, key):
         return seen.at[batch.epoch].add(batch.valid.sum()), jnp.float32(0.0)
 
-    learner = learners.Learner(
+    learner = types.Learner(
         init=lambda key: jnp.zeros((6,), jnp.int32),
         update=update,
         predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
@@ -224,7 +224,7 @@ def _epoch_counting_learner(num_epochs):
         n = batch.valid.sum()
         return (seen.at[batch.epoch].add(n), per_task.at[batch.task].add(1)), jnp.float32(0.0)
 
-    return learners.Learner(
+    return types.Learner(
         init=lambda key: (jnp.zeros((num_epochs,), jnp.int32), jnp.zeros((2,), jnp.int32)),
         update=update,
         predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
@@ -266,7 +266,7 @@ def test_without_shuffling_every_epoch_follows_the_stored_order():
         rows = jnp.where(batch.valid, batch.x[:, 0].astype(jnp.int32), -1)
         return (jax.lax.dynamic_update_slice(log, rows, (n,)), n + rows.shape[0]), jnp.float32(0)
 
-    learner = learners.Learner(
+    learner = types.Learner(
         init=lambda key: (jnp.full((2 * 24,), -2, jnp.int32), jnp.int32(0)),
         update=update,
         predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcl import data, engine, learners, scenarios
+from jaxcl import data, engine, scenarios, types
 from jaxcl.models.fly import fly_model, kenyon_cells, kept_cells, random_projection
 
 
@@ -49,7 +49,7 @@ def test_random_projection_has_n_response_distinct_inputs_per_cell():
 
 def make_batch(x, y, valid=None):
     n = x.shape[0]
-    return learners.Batch(
+    return types.Batch(
         x=jnp.asarray(x),
         y=jnp.asarray(y, jnp.int32),
         valid=jnp.ones((n,), bool) if valid is None else jnp.asarray(valid),

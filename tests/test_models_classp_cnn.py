@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcl import learners
+from jaxcl import learners, types
+from jaxcl.losses import masked_mean_cross_entropy
 from jaxcl.models.classp_cnn import PyTorchMnistCNN, max_pool_2x2, patch_conv
 
 
@@ -64,7 +65,7 @@ def test_supervised_learner_trains_with_dropout_and_predicts_without():
     learner = learners.supervised(_DropoutNet(), optax.sgd(0.0), input_dim=8)
     state = learner.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(3), (4, 8))
-    batch = learners.Batch(
+    batch = types.Batch(
         x=x,
         y=jnp.arange(4, dtype=jnp.int32) % 3,
         valid=jnp.ones((4,), bool),
@@ -76,5 +77,5 @@ def test_supervised_learner_trains_with_dropout_and_predicts_without():
     losses = [float(update(state, batch, jax.random.key(k))[1]) for k in (0, 0, 1)]
     assert losses[0] == losses[1] != losses[2]  # the step's key drives the dropout masks
     np.testing.assert_array_equal(learner.predict(state, x, 0), learner.predict(state, x, 0))
-    eval_loss = learners.masked_mean_cross_entropy(learner.predict(state, x, 0), batch)
+    eval_loss = masked_mean_cross_entropy(learner.predict(state, x, 0), batch)
     assert float(eval_loss) not in losses

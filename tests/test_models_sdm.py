@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcl import learners
+from jaxcl import learners, types
 from jaxcl.models.sdm import SDMLP, sdm_projection, unit_activity
 
 D, W, K = 12, 32, 3
@@ -17,7 +17,7 @@ D, W, K = 12, 32, 3
 
 def batch(key, n=16, epoch=0):
     kx, ky = jax.random.split(key)
-    return learners.Batch(
+    return types.Batch(
         x=jax.random.uniform(kx, (n, D)),
         y=jax.random.randint(ky, (n,), 0, 10),
         valid=jnp.ones((n,), bool),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import plasticity
-from jaxcl import data, learners, scenarios
+from jaxcl import data, scenarios, types
 
 needs_data = pytest.mark.needs_data("mnist")
 
@@ -21,13 +21,13 @@ def test_pair_head_trains_on_ranks_and_predicts_the_pairs_digits():
         4,
     )
     sc = scenarios.from_class_groups(ds, [(0, 3), (1, 2)])
-    inner = learners.Learner(
+    inner = types.Learner(
         init=lambda key: None,
         update=lambda state, batch, key: ((batch.y, batch.logit_mask), jnp.float32(0)),
         predict=lambda state, x, task: jnp.tile(jnp.asarray([[0.0, 1.0]]), (x.shape[0], 1)),
     )
     learner = plasticity.pair_head(inner, sc)
-    batch = learners.Batch(
+    batch = types.Batch(
         x=jnp.zeros((4, 3)),
         y=jnp.asarray([0, 3, 3, 0]),
         valid=jnp.ones(4, bool),

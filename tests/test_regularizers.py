@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcl import data, engine, learners, regularizers, scenarios
+from jaxcl import data, engine, learners, regularizers, scenarios, types
 
 D, C = 5, 3
 
@@ -23,7 +23,7 @@ def params_at(seed):
 
 def boundary_batch(n, seed=0):
     kx, ky = jax.random.split(jax.random.PRNGKey(100 + seed))
-    return learners.Batch(
+    return types.Batch(
         x=jax.random.normal(kx, (n, D)),
         y=jax.random.randint(ky, (n,), 0, C),
         valid=jnp.ones((n,), bool),

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcl import data, scenarios
+from jaxcl import data, losses, scenarios
 
 
 def fake_dataset(n_train=40, n_test=20, dim=6, num_classes=4, seed=0):
@@ -36,7 +36,7 @@ def test_split_tasks_hold_exactly_their_classes():
 def test_task_head_masks_other_classes():
     sc = scenarios.split(fake_dataset(), classes_per_task=2, head="task")
     np.testing.assert_array_equal(sc.logit_mask(1), [False, False, True, True])
-    masked = scenarios.mask_logits(jnp.array([9.0, 8.0, 1.0, 2.0]), sc.logit_mask(1))
+    masked = losses.mask_logits(jnp.array([9.0, 8.0, 1.0, 2.0]), sc.logit_mask(1))
     assert int(jnp.argmax(masked)) == 3
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from jaxcl import data, engine, scenarios, sparse
-from jaxcl.learners import Batch, masked_mean_cross_entropy
+from jaxcl.losses import masked_mean_cross_entropy
 from jaxcl.models.cnn import CNN
 from jaxcl.optim import masked_adam
+from jaxcl.types import Batch
 
 FREQ = 2
 

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl.activations import topk_mask
-from jaxcl.learners import Batch, Learner
-from jaxcl.scenarios import mask_logits
+from jaxcl.losses import mask_logits
+from jaxcl.types import Batch, Learner
 
 Array = jax.Array
 
@@ -101,7 +101,7 @@ def fly_model(
     quantile: float = 0.99,
     threshold: float = 0.0,
 ) -> Learner:
-    """The FlyModel as a :class:`jaxcl.learners.Learner` (run it with one epoch per task).
+    """The FlyModel as a :class:`jaxcl.types.Learner` (run it with one epoch per task).
 
     ``update`` is the associative rule ``W ← min(W + lr · onehot(y)ᵀ KC, 1)`` (its loss is
     0); ``predict`` gives ``W·KC`` with classes never trained on masked out.

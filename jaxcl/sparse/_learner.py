@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcl.learners import Batch, Learner, masked_mean_cross_entropy
+from jaxcl.losses import masked_mean_cross_entropy
 from jaxcl.optim import became_active, reset_moments
 from jaxcl.scenarios import Scenario
 from jaxcl.sparse._densities import density_counts
@@ -52,6 +52,7 @@ from jaxcl.sparse._evaluation import check_evaluation, label_shift_maps
 from jaxcl.sparse._masks import apply_masks, check_masks, leaf_shapes, mask_counts, random_masks
 from jaxcl.sparse._prune_grow import GROWTH, check_growth, growth_scores, prune_and_regrow
 from jaxcl.sparse._schedules import cosine_death_rate
+from jaxcl.types import Batch, Learner
 
 PyTree = Any
 MOMENTUM_EPS = 1e-8  # the authors' m / (sqrt(v) + 1e-8)
@@ -260,7 +261,7 @@ def dst(
         scenario head it names).
 
     Returns:
-      A :class:`jaxcl.learners.Learner` whose state is a :class:`DSTState`.
+      A :class:`jaxcl.types.Learner` whose state is a :class:`DSTState`.
     """
     task_classes = np.asarray(task_classes, bool)
     if task_classes.ndim != 2:
