@@ -198,6 +198,25 @@ def test_end_task_receives_examples_of_the_finished_task():
     assert hist.sum() == 60 and hist[0, 2:].sum() == 0 and hist[1, :2].sum() == 0
 
 
+def test_end_task_is_called_at_every_boundary_even_without_examples():
+    def end_task(state, batch, key):
+        calls, rows = state
+        return calls + 1, rows + batch.x.shape[0]
+
+    learner = types.Learner(
+        init=lambda key: (jnp.int32(0), jnp.int32(0)),
+        update=lambda s, b, k: (s, jnp.float32(0)),
+        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
+        end_task=end_task,
+    )
+    run = engine.make_run(blob_scenario(), learner, batch_size=10, chunk_size=2)
+    state, _ = run.init(engine.seed_keys([0, 1]))
+    state, _ = run.run_chunk(state, 0)
+    calls, rows = state.learner
+    np.testing.assert_array_equal(calls, [2, 2])  # once per task, for every seed
+    np.testing.assert_array_equal(rows, [0, 0])  # a batch of 0 rows
+
+
 @pytest.mark.parametrize(
     "option,value,error,message",
     [

@@ -178,7 +178,10 @@ def train_epoch(
 def train_task(
     spec: RunSpec, learner: Learner, sc: Scenario, state: EngineState, task: jax.Array
 ) -> tuple[EngineState, jax.Array]:
-    """``task``'s boundary calls and epochs; returns the new carry and the mean loss."""
+    """``task``'s boundary calls and epochs; returns the new carry and the mean loss.
+
+    ``end_task`` runs whenever the learner sets it, on ``boundary_examples`` examples.
+    """
     num_batches = spec.batches_per_epoch
     _, num_epochs = task_epochs(spec, task)
     key, k_begin, k_epochs, k_end = jax.random.split(state.key, 4)
@@ -203,7 +206,7 @@ def train_task(
     carry, outcomes = jax.lax.scan(epoch_step, carry, epochs)
     mean_loss = jnp.sum(outcomes.loss) / jnp.maximum(jnp.sum(outcomes.active), 1)
     lstate = carry.learner
-    if learner.boundary_examples:
+    if learner.end_task is not None:
         batch = boundary_batch(spec, sc, task, k_end, learner.boundary_examples)
         lstate = learner.end_task(lstate, batch, k_end)
     return EngineState(lstate, key, carry.step, carry.diverged_at), mean_loss
