@@ -52,8 +52,7 @@ class Regularizer(NamedTuple):
         task and ``logits_fn(params, x)`` is the model in evaluation mode.
       step: ``(state, old_params, new_params, logits_fn, batch) -> state`` after every
         optimizer update, or None.
-      boundary_examples: examples ``end_task`` needs; the engine only calls ``end_task``
-        when this is >= 1.
+      boundary_examples: examples ``end_task`` needs (0: none).
     """
 
     init: Callable[[PyTree], PyTree]
@@ -364,7 +363,6 @@ def si(*, coefficient: float, beta: float = 1.0, damping: float = 0.1) -> Regula
         penalty=lambda params, state: lam * quadratic_penalty(params, state.quadratic),
         end_task=end_task,
         step=step,
-        boundary_examples=1,  # needs no data, but the engine calls end_task only if >= 1
     )
 
 
@@ -390,7 +388,6 @@ def l2(*, coefficient: float) -> Regularizer:
         init=_zeros_state,
         penalty=lambda params, state: lam * quadratic_penalty(params, state),
         end_task=end_task,
-        boundary_examples=1,  # needs no data, but the engine calls end_task only if >= 1
     )
 
 
