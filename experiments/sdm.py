@@ -346,7 +346,7 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
         k=config.k,
         schedule=config.schedule,
         inhibition=config.inhibition,
-        gaba_threshold=config.gaba_threshold(task1_train),
+        gaba_switch_count=config.gaba_threshold(task1_train),
         transition_epochs=config.transition_epochs,
         positive=config.positive,
         normalize=config.normalize,
@@ -383,7 +383,7 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
         out = {"dead": jnp.mean(counts == 0)}
         if "activations" in state.model_state.get("counters", {}):
             out["switched"] = jnp.mean(
-                state.model_state["counters"]["activations"] >= model.gaba_threshold
+                state.model_state["counters"]["activations"] >= model.gaba_switch_count
             )
         return out
 
