@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from jaxcl._checks import fail, one_of
+
+__all__ = ["Registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-class Registry(Mapping[str, F], Generic[F]):
+class Registry(Mapping[str, F]):
     """A read-only mapping ``name -> factory`` that builds entries with checked keywords.
 
     Iteration follows the registration order; error messages list names sorted.
