@@ -110,11 +110,10 @@ Predicate = Callable[[np.ndarray], np.ndarray]
 
 
 def _real(name: str, value: Any, allowed: str, ok: Predicate, scalar: bool) -> Any:
-    if scalar:
-        kind = "a real number"
-        if callable(value) or isinstance(value, jax.core.Tracer) or np.ndim(value) != 0:
-            fail(name, f"{kind} {allowed}", value, TypeError)
-    values = concrete_real(name, value, f"a real number {allowed}")
+    kind = f"a real number {allowed}"
+    if scalar and (callable(value) or isinstance(value, jax.core.Tracer) or np.ndim(value) != 0):
+        fail(name, kind, value, TypeError)
+    values = concrete_real(name, value, kind)
     if values is None:
         return None
     # `not ok(v)` rather than a negated comparison, so that NaN is refused too.
@@ -156,7 +155,7 @@ def in_range(
     Raises:
       TypeError: anything but real numbers (``True``, ``"0.1"``, a complex number).
       ValueError: ``"<name> must be in [0, 1), got 1.0"`` (NaN included), or ``"... and
-        finite"`` for an infinite end of an open interval.
+        finite"`` for an infinite value inside the interval (``high=math.inf``).
     """
     one_of("bounds", bounds, ("[]", "[)", "(]", "()"))
     above = np.greater_equal if bounds[0] == "[" else np.greater
