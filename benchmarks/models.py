@@ -192,7 +192,7 @@ def _built(build_run: Callable[[], engine.Run], constructor: str, config: Any) -
         raise RuntimeError(f"the builder must make one {constructor} learner, made {len(calls)}")
     (_, optimizer, *_), _ = calls[0]
     update_args = _all_free if constructor == "dst" else _no_args
-    return Setup(run.learner, optimizer, update_args, run.scenario, run.batch_size, config)
+    return Setup(run.learner, optimizer, update_args, run.scenario, run.spec.batch_size, config)
 
 
 def _all_free(params: PyTree) -> dict[str, Any]:

@@ -321,7 +321,7 @@ def run_block(
         init=init_rows(run, cells),
     )
     return {
-        cell: execution.take_rows(results, slice(c, None, len(cells)))
+        cell: jax.tree.map(lambda x, c=c: x[c :: len(cells)], results)
         for c, cell in enumerate(cells)
     }
 

@@ -228,7 +228,10 @@ def result_row(method: str, results: Any, **extra: Any) -> dict[str, Any]:
     with the step where their loss stopped being finite.
     """
     per_seed = metrics.summarize(
-        results.accuracy, b=results.init_accuracy, correct=results.correct, count=results.count
+        results.accuracy,
+        b=results.init_accuracy,
+        correct=results.correct,
+        count=results.count[:, None],
     )
     diverged = np.asarray(results.diverged)
     for values in per_seed.values():

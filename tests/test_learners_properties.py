@@ -39,10 +39,10 @@ def _supervised(regularizer=None):
 
 # Every registered regularizer, with a Fisher/MAS estimate over two batches of three.
 _REGULARIZER_HPARAMS = {
-    "ewc": {"coefficient": 1.0, "num_batches": 2, "batch_size": 3},
-    "mas": {"coefficient": 1.0, "num_batches": 2, "batch_size": 3},
-    "si": {"coefficient": 1.0},
-    "l2": {"coefficient": 1.0},
+    "ewc": {"strength": 1.0, "num_batches": 2, "batch_size": 3},
+    "mas": {"strength": 1.0, "num_batches": 2, "batch_size": 3},
+    "si": {"strength": 1.0},
+    "l2": {"strength": 1.0},
 }
 
 _LEARNERS = {
@@ -55,7 +55,7 @@ _LEARNERS = {
     },
     # Mutable counters and the epoch/valid keywords of the module.
     "supervised_sdmlp": lambda: supervised(
-        SDMLP(width=16, num_classes=C, k=2, gaba_threshold=8.0),
+        SDMLP(width=16, num_classes=C, k=2, gaba_switch_count=8.0),
         optax.sgd(0.1),
         input_dim=D,
         projection=sdm_projection,
@@ -98,7 +98,12 @@ def _batch(task, index, *, n=B, seed=0):
 
 
 def _boundary(learner, task):
-    return _batch(task, STEPS, n=max(learner.boundary_examples, 1), seed=1)
+    return _batch(task, STEPS, n=learner.boundary_examples, seed=1)
+
+
+def _end_task(learner, state, batch, key):
+    """The engine's boundary: ``end_task`` whenever the learner sets one."""
+    return state if learner.end_task is None else learner.end_task(state, batch, key)
 
 
 def _stack(batches):
@@ -123,7 +128,7 @@ def _program(learner):
             state, losses = jax.lax.scan(
                 lambda s, xs: learner.update(s, *xs), state, (batches, keys[2:])
             )
-            return learner.end_task(state, boundary, keys[1]), losses
+            return _end_task(learner, state, boundary, keys[1]), losses
 
         state, losses = jax.lax.scan(task_body, learner.init(key), tasks)
         out = {"state": state, "loss": losses}
@@ -163,7 +168,7 @@ def _state_calls(learner, key):
     return {
         "begin_task": lambda s: learner.begin_task(s, jnp.int32(1), key),
         "update": lambda s: learner.update(s, _batch(0, 1), key)[0],
-        "end_task": lambda s: learner.end_task(s, _boundary(learner, 0), key),
+        "end_task": lambda s: _end_task(learner, s, _boundary(learner, 0), key),
     }
 
 
@@ -210,7 +215,7 @@ def test_a_jitted_step_compiles_once_for_new_values(name):
     chex.clear_trace_counter()  # chex counts traces per code object, shared by all cases
     learner = _LEARNERS[name]()
     update = jax.jit(chex.assert_max_traces(learner.update, n=1))
-    end_task = jax.jit(chex.assert_max_traces(learner.end_task, n=1))
+    end_task = jax.jit(chex.assert_max_traces(lambda s, b, k: _end_task(learner, s, b, k), n=1))
     state = _started(learner)
     for task, index in ((0, 1), (1, 2)):  # new state, batch, task, position and key
         key = jax.random.PRNGKey(10 + index)

@@ -32,7 +32,7 @@ _OPTIMIZERS_UNDER_TEST = (
     ("classp_code", lambda: jo.classp(0.1, 0.5, mode="code")),
     (
         "classp_paper_previous_sum",
-        lambda: jo.classp(0.1, 0.01, 2.0, include_current=False, initial_accumulator=0.1),
+        lambda: jo.classp(0.1, 0.01, 2.0, include_current=False, initial_accumulator_value=0.1),
     ),
     ("classp_accumulate_schedule", lambda: jo.classp(0.1, 0.0, accumulate_only=lambda c: c < 1)),
     ("scale_by_masked_adam", lambda: jo.scale_by_masked_adam()),

@@ -23,7 +23,7 @@ def test_label_shift_maps_send_task_i_classes_onto_task_j_classes():
 
 def test_label_shift_needs_equal_task_sizes():
     classes = np.array([[1, 1, 0], [0, 0, 1]], bool)
-    with pytest.raises(ValueError, match="same number of classes in every task"):
+    with pytest.raises(ValueError, match="classes per task must be the same in every task"):
         sparse.label_shift_maps(classes)
 
 

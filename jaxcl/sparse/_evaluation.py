@@ -28,15 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl import _checks
+
 # Evaluation variant -> the scenario head it needs (jaxcl.scenarios).
 EVALUATIONS = {"task_il": "task", "authors_code": "shared"}
 
 
 def check_evaluation(name: str) -> str:
     """``name`` if it is one of :data:`EVALUATIONS`, else ValueError."""
-    if name not in EVALUATIONS:
-        raise ValueError(f"evaluation must be one of {tuple(EVALUATIONS)}, got {name!r}")
-    return name
+    return _checks.one_of("evaluation", name, EVALUATIONS)
 
 
 def label_shift_maps(task_classes: np.ndarray) -> np.ndarray:
@@ -59,8 +59,8 @@ def label_shift_maps(task_classes: np.ndarray) -> np.ndarray:
     groups = [np.flatnonzero(row) for row in task_classes]
     sizes = {len(g) for g in groups}
     if len(sizes) != 1:
-        raise ValueError(
-            f"the label shift needs the same number of classes in every task, got {sorted(sizes)}"
+        _checks.fail(
+            "the number of classes per task", "the same in every task (label shift)", sorted(sizes)
         )
     maps = np.empty((num_tasks, num_tasks, num_classes), np.int32)
     every = np.arange(num_classes)

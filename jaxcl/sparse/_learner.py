@@ -155,7 +155,7 @@ def sparsity_config(
 def task_steps(scenario: Scenario, *, batch_size: int, epochs_per_task: int) -> int:
     """Batches per task in the engine: ``epochs · ⌈longest task / batch⌉``.
 
-    Equals ``run.epochs_per_task * run.batches_per_epoch`` of the engine's run; shorter
+    Equals ``run.spec.epochs_per_task * run.spec.batches_per_epoch`` of the engine's run; shorter
     tasks skip their padding-only batches, whose indices still count.
     """
     return epochs_per_task * math.ceil(scenario.train_idx.shape[1] / batch_size)
