@@ -50,7 +50,7 @@ NORMALIZATION_STATS = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    # The DST authors' constants (algorithms.md §3(c)).
+    # The DST authors' constants (``muratonuryildirim/CL-with-DST`` ``utils.py`` ``load_dataset``).
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 PIXEL_SCALES = ("standardize", "unit", "raw", "minmax")

@@ -10,10 +10,16 @@ Single task (T = 1): every metric defined as a mean over an empty set of earlier
 (BWT, FWT, all forgetting variants) is defined as **0.0** here. There is nothing to forget
 or transfer, and 0.0 keeps T = 1 runs (e.g. an iid oracle) finite and JSON-valid.
 
-References (formulas and library variants: jaxcl ``reference/peers.md`` §9):
-  Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory" (ACC, BWT, FWT).
-  Chaudhry et al. 2018, "Riemannian Walk" (A_k, forgetting).
-  Rebuffi et al. 2017, "iCaRL" (average incremental accuracy).
+References:
+  Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory", arXiv 1706.08840, §2 (ACC, BWT,
+  FWT); code ``facebookresearch/GradientEpisodicMemory`` ``metrics/metrics.py``
+  (``confusion_matrix``).
+  Chaudhry et al. 2018, "Riemannian Walk", arXiv 1801.10112 (A_k, the forgetting measure).
+  Rebuffi et al. 2017, "iCaRL", arXiv 1611.07725 (average incremental accuracy).
+  Library variants: Mammoth, ``aimagelab/mammoth`` ``utils/metrics.py`` (``forgetting``
+  with the last row in the max, ``forward_transfer``); Avalanche,
+  ``ContinualAI/avalanche`` ``avalanche/evaluation/metrics/forgetting_bwt.py``
+  (``StreamForgetting``: from the diagonal, no max).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ All of them penalise ``λ Σ_i Ω_i (θ_i − θ*_i)²`` (no ½, as in the autho
 
 The hyperparameter defaults reproduce the SDM authors' code (``TrentBrick/
 SDMContinualLearner`` ``models/CL_Benchmarks.py``, itself from GT-RIPL's
-Continual-Learning-Benchmark; algorithms.md §5(a)): importance from 6 batches of 512
-random examples of the finished task (``boundary_examples = 3072``), the EWC Fisher
+Continual-Learning-Benchmark; Bricken et al. App. G.1, Eq. 18): importance from 6 batches
+of 512 random examples of the finished task (``boundary_examples = 3072``), the EWC Fisher
 divided by 5·512, labels the model's own predictions, and the softmax temperature β.
 
 References:

@@ -1,6 +1,6 @@
 """Experiment outputs: results.json, table.md and plots, always written atomically.
 
-Every ``experiments/*.py`` writes the same ``results.json`` shape (DESIGN.md)::
+Every ``experiments/*.py`` writes the same ``results.json`` shape::
 
     {"experiment": str, "config": {...}, "jaxcl_version": str,
      "rows": [{"method": str, "metrics": {name: {"mean", "ci95", "per_seed"}}, ...}]}

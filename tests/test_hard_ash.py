@@ -1,4 +1,5 @@
-"""The Hard ASH experiment end to end on real MNIST (quick configuration)."""
+"""The Hard ASH experiments: quick runs end to end on real MNIST, method names, the z_k
+effects."""
 
 import json
 
@@ -8,9 +9,8 @@ import pytest
 from experiments import hard_ash, hard_ash_permuted
 from jaxcl import checkpoint, engine
 
-pytestmark = pytest.mark.needs_data("mnist")
 
-
+@pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
     rows = hard_ash.main(
         ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "hard_ash+adagrad"]
@@ -24,6 +24,7 @@ def test_quick_run_writes_the_contract_files(tmp_path):
     assert rows[0]["diverged_seeds"] == {}
 
 
+@pytest.mark.needs_data("mnist")
 def test_seed_alone_matches_seed_in_a_vmapped_run():
     run = hard_ash.build_run(hard_ash.config_for("hard_ash+adagrad", quick=True))
     alone = run(engine.seed_keys([1]))
@@ -36,6 +37,7 @@ def test_unknown_method_lists_valid_names(tmp_path):
         hard_ash.main(["--quick", "--out", str(tmp_path), "--methods", "hard_ash+lion"])
 
 
+@pytest.mark.needs_data("mnist")
 def test_rerunning_the_same_command_reuses_finished_methods(tmp_path):
     argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "relu+sgd"]
     first = hard_ash.main(argv)
@@ -51,6 +53,7 @@ def test_config_holds_the_resolved_hyperparameters():
     assert dict(config.activation_hparams) == {"k": 6, "stop_gradient": False, "clip_max": 2.0}
 
 
+@pytest.mark.needs_data("mnist")
 def test_runs_merge_and_a_changed_hyperparameter_is_refused(tmp_path, monkeypatch):
     argv = ["--quick", "--seeds", "1", "--out", str(tmp_path), "--methods"]
     hard_ash.main([*argv, "relu+sgd"])
@@ -74,6 +77,7 @@ def test_runs_merge_and_a_changed_hyperparameter_is_refused(tmp_path, monkeypatc
 # ----------------------------------------------------------------- Permuted MNIST (z_k sweep)
 
 
+@pytest.mark.needs_data("mnist")
 def test_permuted_quick_run_writes_the_contract_files(tmp_path):
     methods = "hard_ash_zk0+adagrad,hard_ash+adagrad"
     argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", methods]
@@ -100,6 +104,7 @@ def test_permuted_quick_run_writes_the_contract_files(tmp_path):
     assert rows[0]["diverged_seeds"] == {}
 
 
+@pytest.mark.needs_data("mnist")
 def test_permuted_run_applies_permutations_per_batch():
     run = hard_ash_permuted.build_run(
         hard_ash_permuted.config_for("relu+sgd", quick=True, num_tasks=4)

@@ -26,13 +26,6 @@ def _updates(opt, steps=3, params=_PARAMS, grads=None):
     return u
 
 
-def test_names():
-    assert tuple(jo.OPTIMIZERS) == (
-        "sgd", "momentum", "adam", "adam_nobc", "rmsprop", "adagrad", "classp", "masked_adam",
-        "sam", "gnp",
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "name, hparams, reference",
     [
@@ -80,11 +73,6 @@ def test_adam_nobc_is_dense_adam_without_bias_correction():
     _, s = masked.update(g, s, _PARAMS)
     u2_masked, _ = masked.update(zeros, s, _PARAMS)
     assert u2_masked["w"][0] == 0.0
-
-
-def test_plain_optax_transforms_in_a_chain_tolerate_the_engines_extra_arguments():
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adagrad(0.1), jo.clip_updates(0.01))
-    _updates(opt)  # grad_fn= and mask= are passed; nothing raises
 
 
 def test_clipping_keywords():

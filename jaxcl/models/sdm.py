@@ -2,7 +2,7 @@
 
 The model of Bricken et al. (ICLR 2023), as the authors' code runs it
 (``TrentBrick/SDMContinualLearner`` ``models/SDM_Base.py``, ``models/TopK_Act.py``,
-``models/Base_Model.py``; algorithms.md §5(a))::
+``models/Base_Model.py``; Bricken et al., arXiv 2303.11934, §4 Eq. 4 and App. A.1)::
 
     x ← relu(x);  x ← x / ‖x‖₂                      (positive, normalize)
     h = W₁ x                                         (no bias)

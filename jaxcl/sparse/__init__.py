@@ -7,7 +7,10 @@ Densities (``erk_densities``, ``uniform_densities``, exact ``layer_counts``, the
 parameter-isolation learner ``dst``.
 
 Reference: Yildirim et al., `Continual Learning with Dynamic Sparse Training
-<https://arxiv.org/abs/2308.14831>`_, CPAL 2024 (jaxcl ``reference/algorithms.md`` §3).
+<https://arxiv.org/abs/2308.14831>`_, CPAL 2024, PMLR 234:94-107; the authors' code is
+``muratonuryildirim/CL-with-DST``: ``core.py`` (``Masking``: ERK/uniform masks, magnitude
+death and the four growth criteria; ``DeathCosineDecay``) and ``cifar100.py`` (the per-task
+loop).
 """
 
 from jaxcl.sparse._densities import INITS as INITS

@@ -1,4 +1,4 @@
-"""Evaluation variants of DST continual learning (algorithms.md §3(a) step 6, "Metrics").
+"""Evaluation variants of DST continual learning (Yildirim et al., arXiv 2308.14831).
 
 Every variant evaluates task j, once trained, with its own subnetwork ``W ⊙ M_j`` (the task
 identity only selects the mask). They differ in the competing logits and in what the
@@ -17,8 +17,9 @@ accuracy matrix holds above the diagonal (tasks not trained yet):
   the diagonal.
 
 Both keep the authors' training loss on the task's own logits. Deliberately not
-reproduced: random crops and flips at test time, shuffled test batches, and the
-checkpoint at the epoch of best *training* accuracy (§3(f) items 2-4).
+reproduced: random crops and flips at test time (``utils.py`` ``get_transform``), shuffled
+test batches (``utils.py`` ``get_loader``), and the checkpoint at the epoch of best
+*training* accuracy (``cifar100.py``, ``save_checkpoint`` when ``train_acc > best_acc``).
 """
 
 from __future__ import annotations
