@@ -21,14 +21,18 @@ the same, see the README's "Your own benchmark"):
    runs every seed of the method, resumably, and makes the row. Per-method seed counts:
    ``seeds(config, args)``; a measurement of the trained learners (an evaluation the
    engine does not do): ``final_diagnostics(run, config)``. Methods that share one
-   compiled program (rows stacked on the seed axis) or are not engine runs at all (a
-   toy computed in NumPy) give ``execute`` instead of ``build``.
+   compiled program (rows stacked on the seed axis, run by
+   :func:`jaxcl.execution.run_seeds` with ``init=``, checkpointed under ``args.out``
+   unless ``args.no_checkpoint``) or are not engine runs at all (a toy computed in NumPy)
+   give ``execute`` instead of ``build``; a row's ``seconds`` is the time until it is
+   yielded.
 3. **Rows.** A row holds the engine's metrics (``report.result_row``: ``pooled_acc``,
    ``acc``, ``bwt``, ``fwt``, ``forgetting``, ...; ``engine_metrics=False`` leaves them
    out, for runs that evaluate only the current task), ``config`` and ``seconds``, plus
    ``row_metrics(outcome, config, args)`` (more per-seed metrics, e.g. from
    ``results.diagnostics``) and ``row_fields(outcome, config, args)`` (more entries, e.g.
-   curves). Diverged seeds are NaN in the engine's metrics; do the same in yours.
+   curves; an entry it returns replaces the row's own, ``"config"`` included). Diverged
+   seeds are NaN in the engine's metrics; do the same in yours.
 4. **Flags.** ``flags(parser)`` adds the experiment's own flags (checked by the
    ``argparse`` types of :mod:`jaxcl.cli`); ``derive(args)`` returns values computed from
    the flags once (e.g. a task count that depends on ``--quick``), set on ``args`` for
@@ -50,8 +54,17 @@ the same, see the README's "Your own benchmark"):
    ``cli.run_experiment(EXPERIMENT, argv)``, which returns the rows.
 
 Every hook's ``args`` is the parsed ``argparse.Namespace``: the common flags (``seeds``,
-``out``, ``quick``, ``methods``, ``data_dir``, the checkpoint flags), the experiment's own
-and the derived values.
+``out``, ``quick``, ``methods``, ``data_dir``, ``checkpoint_every``, ``seed_chunk``,
+``no_checkpoint``), the experiment's own and the derived values.
+
+Where the scripts' particular needs go: SDM's fewer seeds for 10K-neuron rows, ``seeds``;
+its dead units after each task, ``row_metrics``/``row_fields`` from
+``results.diagnostics``; its ``--dataset``, ``flags`` + ``configure`` + a ``table`` with
+that dataset's paper numbers; CLASSP's evaluation on the training sets,
+``final_diagnostics``; its two tables, ``table``; DST's grid cells stacked in one program
+per task count, ``execute`` (and ``quick_methods``); plasticity's current-task-only
+evaluation, ``engine_metrics=False``; its timing of vmapped against sequential seeds,
+``extras``; Hard ASH's ``--grid``, ``method_sets``.
 """
 
 from __future__ import annotations
