@@ -425,6 +425,18 @@ def _row_line(experiment: Experiment, row: Mapping[str, Any], width: int) -> str
     return f"{row['method']:>{width}}: {', '.join(cells)} ({row['seconds']:.1f} s)"
 
 
+def experiment_text(experiment: Experiment, rows: list[dict], args: argparse.Namespace) -> str:
+    """``table.md`` but for the extras: the header, the table(s) and the findings."""
+    text = experiment.header(rows, args) if experiment.header is not None else ""
+    if experiment.table is not None:
+        text += experiment.table(rows, args)
+    else:
+        text += report.markdown_table(rows, metrics=experiment.metrics, paper=experiment.paper)
+    if experiment.findings is not None:
+        text += experiment.findings(rows, args)
+    return text
+
+
 def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) -> list[dict]:
     """Runs ``experiment`` with the command line ``argv``; its rows, old ones included.
 
@@ -459,14 +471,7 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
     extras, extras_text = {}, ""
     if experiment.extras is not None:
         extras, extras_text = experiment.extras(previous, args)
-    text = experiment.header(rows, args) if experiment.header is not None else ""
-    if experiment.table is not None:
-        text += experiment.table(rows, args)
-    else:
-        text += report.markdown_table(rows, metrics=experiment.metrics, paper=experiment.paper)
-    if experiment.findings is not None:
-        text += experiment.findings(rows, args)
-    text += extras_text
+    text = experiment_text(experiment, rows, args) + extras_text
     print("\n" + text)
 
     out = Path(args.out)
