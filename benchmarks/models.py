@@ -245,7 +245,8 @@ def dst_model(dataset: str) -> Callable[[bool, int | None], Setup]:
 
 def hard_ash_mlp(quick: bool, batch_size: int | None) -> Setup:
     """The headline ``hard_ash+adagrad`` of ``experiments/hard_ash.py`` (784-1000-10, batch 64)."""
-    config = _resized(hard_ash.config_for("hard_ash+adagrad", quick), batch_size)
+    headline = hard_ash.configure(hard_ash.METHODS["hard_ash+adagrad"], quick=quick)
+    config = _resized(headline, batch_size)
     return _built(lambda: hard_ash.build_run(config, data_dir=SYNTHETIC), "supervised", config)
 
 
