@@ -30,21 +30,18 @@ Deviations. 500 epochs per task take ~28 min per 1K-neuron seed and row here (a 
   nothing is learnt after task 1 (20%), while a fixed lr·E (lr 2.5) is too noisy (52%).
   Adam, RMSProp and masked Adam keep the paper's rates.
 
-10K-neuron gradient rows run ``--seeds-10k`` seeds (default 1). Metrics: pooled_acc =
+10K-neuron gradient rows run ``--seeds-10k`` seeds (default 1: a seed costs ~10x a 1K
+row's, 25 min at E = 10 on a shared CPU). Metrics: pooled_acc =
 accuracy on all test images after the last task (the authors' final val/accuracy); acc =
 mean of the last row of R (the FlyModel notebook's); dead = fraction of hidden units
 (Kenyon cells) silent on every test image (App. D).
 
-Ablations measured at E = 10, 3 seeds (pooled %, dead %): SGD 45.9 (14.3), SGD+momentum
-41.2 (25.7), Adam 51.1 (13.3), RMSProp 36.5 (25.7), masked Adam 55.6 (7.0): RMSProp worst
-and momentum harmful as in Table 2, but Adam beats SGD (50x shorter silences make stale
-moments cheap). At E = 50 (1 seed) the paper's ordering appears: SGD 50.7 (9.1),
-SGD+momentum 44.8 (13.7), RMSProp 26.8 (23.6), masked Adam 23.4 (16.0), Adam 11.8 (89.2).
-
-Commands (2 CPU cores; re-running resumes): ``python experiments/sdm.py`` (Table 7 rows, 3
-seeds: 12.6 min); ``--dataset fashion_mnist`` (Table 8: 14.2 min); ``--ablations`` (18.5
-min); ``--methods sdmlp_10k`` (1 seed: 25 min, shared CPU); ``--epochs-per-task 500
---methods sdmlp_k1 --seeds 1`` (the paper's protocol: 28 min, shared CPU); ``--quick``.
+Ablations (``--ablations``) measured at E = 10, 3 seeds (pooled %, dead %): SGD 45.9
+(14.3), SGD+momentum 41.2 (25.7), Adam 51.1 (13.3), RMSProp 36.5 (25.7), masked Adam 55.6
+(7.0): RMSProp worst and momentum harmful as in Table 2, but Adam beats SGD (50x shorter
+silences make stale moments cheap). At E = 50 (1 seed) the paper's ordering appears: SGD
+50.7 (9.1), SGD+momentum 44.8 (13.7), RMSProp 26.8 (23.6), masked Adam 23.4 (16.0), Adam
+11.8 (89.2): masking recovers part of Adam's loss, not most.
 """
 
 from __future__ import annotations
@@ -255,10 +252,9 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
 
 def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
     """The compiled Split-X run of one row."""
+    images = data.load(config.dataset, data_dir=data_dir)
     scenario = scenarios.split(
-        data.preprocess(
-            data.load(config.dataset, data_dir=data_dir), pixel_scale=config.pixel_scale
-        ),
+        data.preprocess(images, pixel_scale=config.pixel_scale),
         classes_per_task=2,
         max_train_per_task=config.max_train_per_task,
         max_test_per_task=config.max_test_per_task,
@@ -282,10 +278,9 @@ def seeds(config: Config, args: argparse.Namespace) -> int:
 
 def flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=tuple(FLY_INPUTS), default="mnist")
-    epochs = f"paper: {PAPER_EPOCHS} (~2 h/seed/row)"
-    parser.add_argument("--epochs-per-task", type=cli.positive_int, default=10, help=epochs)
+    parser.add_argument("--epochs-per-task", type=cli.positive_int, default=10, help="paper: 500")
     parser.add_argument("--pixel-scale", choices=("raw", "unit"), default="raw")
-    seeds_10k = "seeds of 10K-neuron gradient rows (~10x cost)"
+    seeds_10k = "seeds of 10K-neuron gradient rows"
     parser.add_argument("--seeds-10k", type=cli.positive_int, default=1, help=seeds_10k)
 
 
@@ -295,16 +290,15 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     refs = {n: ("acc" if n[:3] == "fly" else "pooled_acc", s[col]) for n, s in TABLE.items()}
     refs.update({name: ("pooled_acc", ref) for name, (_, ref) in ABLATIONS.items()})
     paper = {name: {metric: ref} for name, (metric, ref) in refs.items() if ref is not None}
-    fly_inputs = FLY_INPUTS[args.dataset]
+    inputs = " / ".join(map(str, FLY_INPUTS[args.dataset].values()))  # 1K / 10K cells
     return (
         f"{'Split-MNIST' if col == 1 else 'Split-FashionMNIST'}, class-incremental, "
-        f"{args.seeds} seeds ({min(args.seeds, args.seeds_10k)} for 10K-neuron gradient rows; "
-        f"mean ± 95% CI), {args.epochs} epochs per task (paper: {PAPER_EPOCHS}) with SGD lr × "
-        f"{math.sqrt(PAPER_EPOCHS / args.epochs):.2f}, GABA T and Top-K annealing scaled to "
-        f"E; FlyModel: one pass, {fly_inputs[1000]} / {fly_inputs[10000]} inputs per Kenyon "
-        f"cell at 1K / 10K cells; batch 128, {args.pixel_scale} pixels. pooled_acc: all test "
-        f"images (the paper's metric but for FlyModel's acc, the mean of R's last row); dead: "
-        f"units silent on every test image; ablations' paper numbers: Table 2 (Split "
+        f"{args.seeds} seeds ({min(args.seeds, args.seeds_10k)} for 10K-neuron gradient rows), "
+        f"mean ± 95% CI; {args.epochs} epochs per task (paper: {PAPER_EPOCHS}), SGD lr × "
+        f"{math.sqrt(PAPER_EPOCHS / args.epochs):.2f}, GABA T and Top-K annealing scaled to E; "
+        f"FlyModel: one pass, {inputs} inputs per Kenyon cell at 1K / 10K cells; "
+        f"{args.pixel_scale} pixels. acc: mean of R's last row (FlyModel's paper metric); "
+        f"dead: units silent on every test image; ablations' paper numbers: Table 2 (Split "
         f"CIFAR-10).{quick_note(args)}\n\n"
         + report.markdown_table(rows, metrics=METRICS, paper=paper)
     )
