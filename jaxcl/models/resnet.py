@@ -6,7 +6,7 @@ normalises with the statistics of the current batch (PyTorch ``affine=False,
 track_running_stats=False``), at training and at evaluation. Four stages of two basic
 blocks, widths 64/128/256/512, strides 1/2/2/2, 1×1 convolution + BN shortcuts where the
 shape changes, global average pooling and a bias-free linear head. With 100 classes it has
-11,218,112 weights, all prunable (algorithms.md §3(a)).
+11,218,112 weights, all prunable.
 
 Because normalisation uses batch statistics, a prediction depends on the other examples in
 its batch: evaluations of frozen subnetworks are not bit-identical across batchings.
@@ -21,8 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# PyTorch's default conv/linear init, kaiming_uniform(a=√5) = U(±1/√fan_in), as the authors'.
-torch_default_init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+from jaxcl.models._layers import torch_default_init
+
+__all__ = ["BasicBlock", "ResNet", "ResNet18", "batch_norm"]
 
 
 def batch_norm(x: jax.Array, *, eps: float = 1e-5) -> jax.Array:
