@@ -92,6 +92,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.throughput import matmul_rate
 from experiments import classp, dst, hard_ash, sdm
 from jaxcl import data, engine, learners, report, scenarios, sparse, types
+from jaxcl.io import write_json
 
 PyTree = Any
 
@@ -559,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict:
         "table": table,
     }
     out = Path(args.out)
-    report.atomic_write_text(out / "models.json", json.dumps(payload, indent=2) + "\n")
+    write_json(out / "models.json", payload)
     report.write_table(out, table, name="models.md")
     return payload
 
