@@ -192,7 +192,7 @@ def _built(build_run: Callable[[], engine.Run], constructor: str, config: Any) -
         raise RuntimeError(f"the builder must make one {constructor} learner, made {len(calls)}")
     (_, optimizer, *_), _ = calls[0]
     update_args = _all_free if constructor == "dst" else _no_args
-    return Setup(run.learner, optimizer, update_args, run.scenario, run.batch_size, config)
+    return Setup(run.learner, optimizer, update_args, run.scenario, run.spec.batch_size, config)
 
 
 def _all_free(params: PyTree) -> dict[str, Any]:
@@ -245,7 +245,8 @@ def dst_model(dataset: str) -> Callable[[bool, int | None], Setup]:
 
 def hard_ash_mlp(quick: bool, batch_size: int | None) -> Setup:
     """The headline ``hard_ash+adagrad`` of ``experiments/hard_ash.py`` (784-1000-10, batch 64)."""
-    config = _resized(hard_ash.config_for("hard_ash+adagrad", quick), batch_size)
+    headline = hard_ash.configure(hard_ash.METHODS["hard_ash+adagrad"], quick=quick)
+    config = _resized(headline, batch_size)
     return _built(lambda: hard_ash.build_run(config, data_dir=SYNTHETIC), "supervised", config)
 
 

@@ -51,23 +51,28 @@ def model_flops(run: engine.Run, sizes: tuple[int, ...]) -> float:
     # Weight gradients of every layer, input gradients of every layer but the first.
     backward = forward + sum(2 * i * o for i, o in layers[1:])
     sc = run.scenario
-    train_examples = int(np.sum(sc.train_count)) * run.epochs_per_task
+    train_examples = examples_per_seed(run)
     evaluations = sc.num_tasks + 1  # before training and after each task, on every task
     eval_examples = int(np.sum(sc.test_count)) * evaluations
     return train_examples * (forward + backward) + eval_examples * forward
+
+
+def examples_per_seed(run: engine.Run) -> int:
+    """Training examples one seed sees in a whole run (every task's epochs)."""
+    return int(np.sum(np.asarray(run.scenario.train_count) * np.asarray(run.spec.epochs)))
 
 
 def measure(num_seeds: int, run: engine.Run, flops_per_seed: float) -> dict:
     keys = engine.seed_keys(range(num_seeds))
     start = time.perf_counter()
     state, _ = run.init(keys)
-    run._chunk.lower(state, jnp.int32(0), run.scenario).compile()
+    run.compiled_chunk(state)
     compile_s = time.perf_counter() - start
     run(keys)  # warm: every cache filled
     start = time.perf_counter()
     results = run(keys)
     wall = time.perf_counter() - start
-    examples = int(np.sum(run.scenario.train_count)) * run.epochs_per_task
+    examples = examples_per_seed(run)
     return {
         "seeds": num_seeds,
         "compile_s": round(compile_s, 2),

@@ -232,7 +232,7 @@ def build_run(
         # The Fisher over the whole first task, scaled as the authors' (module docstring).
         num_batches = max(1, mnist_examples // config.batch_size)
         regularizer = regularizers.ewc(
-            coefficient=config.ewc_lambda,
+            strength=config.ewc_lambda,
             predicted_labels=False,
             num_batches=num_batches,
             batch_size=config.batch_size,

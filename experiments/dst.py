@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -238,7 +237,14 @@ def build_run(
 ) -> engine.Run:
     """The compiled run of one task count; ``cell`` only sets the learner's default config."""
     # The engine's batches per task (what it passes the learner as Batch.task_steps).
-    steps = config.epochs_per_task * math.ceil(scenario.train_idx.shape[1] / config.batch_size)
+    spec = engine.RunSpec(
+        num_tasks=scenario.num_tasks,
+        train_rows=scenario.train_idx.shape[1],
+        test_rows=scenario.test_idx.shape[1],
+        batch_size=config.batch_size,
+        epochs_per_task=config.epochs_per_task,
+    )
+    steps = spec.epochs[0] * spec.batches_per_epoch
     # LR ×0.1 at 1/2 and 3/4 of each task (the optimizer, hence its step count, restarts).
     boundaries = {round(steps / 2): 0.1, round(3 * steps / 4): 0.1}
     schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
@@ -320,7 +326,7 @@ def run_block(
         init=init_rows(run, cells),
     )
     return {
-        cell: execution.take_rows(results, slice(c, None, len(cells)))
+        cell: jax.tree.map(lambda x, c=c: x[c :: len(cells)], results)
         for c, cell in enumerate(cells)
     }
 

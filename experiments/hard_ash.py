@@ -1,7 +1,7 @@
 """Hard ASH (Keskinen 2024): sparse activations + adaptive optimizers on Split-MNIST.
 
 Paper: "Sparsity and the right optimizer make a continual learner", arXiv 2404.17651.
-Protocol as the authors' code ran it (``LesserScholar/hard-ash``; algorithms.md §1):
+Protocol as the authors' code ran it (``LesserScholar/hard-ash``):
 MNIST split into {0,1}, {2,3}, ..., {8,9}; one epoch per task; batch 64 with the last
 partial batch kept; 784-1000-10 MLP without biases, He-normal init and weight
 standardisation of the hidden layer; optimizer state never reset; the update clipped
@@ -24,8 +24,8 @@ The paper's permuted-MNIST plasticity section is ``experiments/hard_ash_permuted
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,15 @@ import numpy as np
 
 from jaxcl import cli, data, engine, learners, report, scenarios
 from jaxcl.activations import get_activation
+from jaxcl.experiment import Experiment, quick_note
 from jaxcl.models.mlp import MLP
 from jaxcl.optim import get_optimizer
 
 PAPER_POOLED_ACC = {"hard_ash+adagrad": 0.783}
 FORGETTING_FLOOR = 0.1983  # always predicting the last task's two classes
 
-# Pinned hyperparameters of the authors' non-sweep mode (algorithms.md §1(b)).
-ACTIVATIONS: dict[str, dict[str, Any]] = {
+# Pinned hyperparameters of the authors' non-sweep mode.
+PINNED_ACTIVATIONS: dict[str, dict[str, Any]] = {
     "hard_ash": {"alpha": 3.0, "z_k": 2.3},
     "ash": {"alpha": 3.0, "z_k": 2.3},
     # The Hard ASH code: gradient flows through the k-th value, output clipped to [0, 2].
@@ -54,7 +55,7 @@ ACTIVATIONS: dict[str, dict[str, Any]] = {
     "hard_sigmoid": {},
     "gumbel": {},
 }
-OPTIMIZERS: dict[str, dict[str, Any]] = {
+PINNED_OPTIMIZERS: dict[str, dict[str, Any]] = {
     "adagrad": {"learning_rate": 2e-4, "initial_accumulator_value": 1e-6},
     "adam": {"learning_rate": 1e-5, "b1": 0.98, "b2": 0.9995},
     "adam_nobc": {"learning_rate": 1e-5, "b1": 0.98, "b2": 0.9995},
@@ -63,7 +64,6 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "momentum": {"learning_rate": 1e-5, "momentum": 0.998},
 }
 HEADLINE = ("hard_ash+adagrad", "relu+sgd")
-GRID = tuple(f"{a}+{o}" for a in ACTIVATIONS for o in OPTIMIZERS)
 
 
 Hparams = tuple[tuple[str, Any], ...]
@@ -74,8 +74,9 @@ class Config:
     """One row of the study: the whole run as data (saved into results.json).
 
     ``activation_hparams`` and ``optimizer_hparams`` (``(name, value)`` pairs) default to
-    the pinned :data:`ACTIVATIONS` and :data:`OPTIMIZERS` entries, top-k's k capped at a
-    tenth of the hidden width (valid for narrow smoke models).
+    the :data:`PINNED_ACTIVATIONS` and :data:`PINNED_OPTIMIZERS` entries, top-k's k capped
+    at a tenth of the hidden width and LWTA's groups lowered to a divisor of it (valid for
+    narrow smoke models: the --quick grid's 64 units get 32 groups).
     """
 
     activation: str
@@ -92,13 +93,34 @@ class Config:
     def __post_init__(self):
         # Resolved here so that the config (the checkpoint fingerprint) holds the values used.
         if self.activation_hparams is None:
-            kwargs = dict(ACTIVATIONS[self.activation])
+            kwargs = dict(PINNED_ACTIVATIONS[self.activation])
+            width = self.hidden[-1]
             if "k" in kwargs:
-                kwargs["k"] = min(kwargs["k"], max(1, self.hidden[-1] // 10))
+                kwargs["k"] = min(kwargs["k"], max(1, width // 10))
+            if "groups" in kwargs and width % kwargs["groups"]:
+                # The largest group count up to the pinned one that divides the width.
+                kwargs["groups"] = max(g for g in range(1, kwargs["groups"] + 1) if width % g == 0)
             object.__setattr__(self, "activation_hparams", tuple(sorted(kwargs.items())))
         if self.optimizer_hparams is None:
-            pinned = tuple(sorted(OPTIMIZERS[self.optimizer].items()))
+            pinned = tuple(sorted(PINNED_OPTIMIZERS[self.optimizer].items()))
             object.__setattr__(self, "optimizer_hparams", pinned)
+
+
+# Every activation x optimizer cell; --grid runs them all.
+METHODS = {f"{a}+{o}": Config(a, o) for a in PINNED_ACTIVATIONS for o in PINNED_OPTIMIZERS}
+
+
+def configure(config: Config, *, quick: bool) -> Config:
+    """The configuration run: under ``quick``, a 64-unit MLP on 256/128 images per task."""
+    if not quick:
+        return config
+    return Config(
+        config.activation,
+        config.optimizer,
+        hidden=(64,),
+        max_train_per_task=256,
+        max_test_per_task=128,
+    )
 
 
 def load_mnist(data_dir: str | None = None) -> data.ArrayDataset:
@@ -136,38 +158,21 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
     return run_on(scenario, config, chunk_size=chunk_size)
 
 
-def config_for(method: str, quick: bool) -> Config:
-    activation, optimizer = method.split("+")
-    if quick:
-        return Config(
-            activation, optimizer, hidden=(64,), max_train_per_task=256, max_test_per_task=128
-        )
-    return Config(activation, optimizer)
-
-
-def plot_curves(rows: list[dict], path: Path) -> None:
-    fig, ax = report.figure(figsize=(6, 4))
-    for i, row in enumerate(rows[:10]):
-        curves = np.asarray(row["pooled_acc_after_task"], dtype=float)
-        tasks = np.arange(1, curves.shape[1] + 1)
-        for j, seed_curve in enumerate(curves):
-            ax.plot(
-                tasks, seed_curve, color=f"C{i}", alpha=0.6, label=row["method"] if j == 0 else None
-            )
-    ax.axhline(FORGETTING_FLOOR, color="gray", ls=":", label="forgetting floor")
-    ax.set(
-        xlabel="tasks trained",
-        ylabel="accuracy on all 10k test images",
-        title="Split-MNIST, accuracy after each task (one line per seed)",
-        ylim=(0, 1),
+def header(rows: list[dict], args: argparse.Namespace) -> str:
+    return (
+        f"Split-MNIST, {args.seeds} seeds, 1 epoch/task, batch 64; pooled_acc = accuracy on "
+        f"all test images after task 5 (paper's metric); forgetting floor "
+        f"{100 * FORGETTING_FLOOR:.2f}%.{quick_note(args)}"
+        "\nPinned: topk k=64, lwta groups=50.\n\n"
     )
-    ax.legend(fontsize=7)
-    report.save_figure(fig, path)
 
 
-def plot_heatmap(rows: list[dict], path: Path) -> None:
-    acts = [a for a in ACTIVATIONS if any(r["method"].startswith(a + "+") for r in rows)]
-    opts = [o for o in OPTIMIZERS if any(r["method"].endswith("+" + o) for r in rows)]
+def plot_heatmap(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
+    """Final accuracy of each activation x optimizer cell run (more than two rows)."""
+    if len(rows) <= 2:
+        return
+    acts = [a for a in PINNED_ACTIVATIONS if any(r["method"].startswith(a + "+") for r in rows)]
+    opts = [o for o in PINNED_OPTIMIZERS if any(r["method"].endswith("+" + o) for r in rows)]
     grid = np.full((len(acts), len(opts)), np.nan)
     for r in rows:
         a, o = r["method"].split("+")
@@ -181,61 +186,25 @@ def plot_heatmap(rows: list[dict], path: Path) -> None:
         ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im, ax=ax, label="final accuracy")
     ax.set_title("Split-MNIST final accuracy (mean over seeds)")
-    report.save_figure(fig, path)
+    report.save_figure(fig, out / "grid_heatmap.png")
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = cli.experiment_parser(
-        __doc__.split("\n")[0], methods=GRID, default_out="results/hard_ash"
-    )
-    parser.add_argument("--grid", action="store_true", help="run the activation x optimizer grid")
-    parser.add_argument("--data-dir", default=None, help="tfds data dir (else $TFDS_DATA_DIR)")
-    args = parser.parse_args(argv)
-    methods = (
-        cli.selected_methods(args, GRID)
-        if args.methods
-        else (list(GRID) if args.grid else list(HEADLINE))
-    )
-    run_config = {"seeds": args.seeds, "quick": args.quick}
-    previous = cli.previous_results(args, experiment="hard_ash", config=run_config, methods=methods)
-    out = Path(args.out)
-    rows = []
-    for method in methods:
-        config = config_for(method, args.quick)
-        start = time.perf_counter()
-        run = build_run(config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, 5))
-        results = cli.run_method(run, args, method, config)
-        seconds = time.perf_counter() - start
-        row = report.result_row(
-            method, results, config=dataclasses.asdict(config), seconds=round(seconds, 2)
-        )
-        rows.append(row)
-        final = row["metrics"]["pooled_acc"]
-        print(
-            f"{method:>24}: final accuracy {100 * (final['mean'] or np.nan):.1f} "
-            f"± {100 * (final['ci95'] or np.nan):.1f} % ({seconds:.1f} s)",
-            flush=True,
-        )
-    rows = report.merge_rows(previous["rows"], rows, order=GRID)
-    table = report.markdown_table(
-        rows,
-        metrics=["pooled_acc", "acc", "bwt", "forgetting"],
-        paper={m: {"pooled_acc": v} for m, v in PAPER_POOLED_ACC.items()},
-    )
-    header = (
-        f"Split-MNIST, {args.seeds} seeds, 1 epoch/task, batch 64; pooled_acc = accuracy on "
-        f"all test images after task 5 (paper's metric); forgetting floor "
-        f"{100 * FORGETTING_FLOOR:.2f}%.{' QUICK smoke configuration.' if args.quick else ''}"
-        "\nPinned: topk k=64, lwta groups=50.\n\n"
-    )
-    print("\n" + header + table)
-    report.write_results(out, experiment="hard_ash", config=run_config, rows=rows)
-    report.write_table(out, header + table)
-    plot_curves(rows, out / "accuracy_after_each_task.png")
-    if len(rows) > 2:
-        plot_heatmap(rows, out / "grid_heatmap.png")
-    return rows
+EXPERIMENT = Experiment(
+    name="hard_ash",
+    description=__doc__.splitlines()[0],
+    methods=METHODS,
+    configure=lambda config, args: configure(config, quick=args.quick),
+    build=lambda config, args: build_run(
+        config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, 5)
+    ),
+    default_methods=HEADLINE,
+    method_sets={"grid": tuple(METHODS)},
+    paper={m: {"pooled_acc": v} for m, v in PAPER_POOLED_ACC.items()},
+    header=header,
+    forgetting_floor=FORGETTING_FLOOR,
+    plots=plot_heatmap,
+)
 
 
 if __name__ == "__main__":
-    cli.main(main)
+    cli.main(EXPERIMENT)

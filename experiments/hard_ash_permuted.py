@@ -16,8 +16,8 @@ paper column and **every protocol choice below is ours**, said so in the table h
   shared 10-way head (domain-incremental), applied per batch (never materialised);
 * training as the Split-MNIST experiment of ``hard_ash.py`` (the authors' code): one epoch
   per task, batch 64, the 784-1000-10 MLP without biases with weight standardisation,
-  update clip ±0.01, the optimizer state never reset, the pinned hyperparameters of
-  :data:`hard_ash.ACTIVATIONS` and :data:`hard_ash.OPTIMIZERS`;
+  update clip ±0.01, the optimizer state never reset, the hyperparameters of
+  :data:`hard_ash.PINNED_ACTIVATIONS` and :data:`hard_ash.PINNED_OPTIMIZERS`;
 * the rows: Hard ASH + Adagrad at z_k ∈ {0, 1, 2.3 (the paper's), 3}, and ReLU with
   Adagrad and with SGD as non-sparse references;
 * the metrics, on each task's whole test set after every task (``R[i, j]``):
@@ -88,7 +88,7 @@ class Config(hard_ash.Config):
 
 def config_for(method: str, *, quick: bool, num_tasks: int) -> Config:
     activation, optimizer, overrides = METHODS[method]
-    hparams = tuple(sorted({**hard_ash.ACTIVATIONS[activation], **overrides}.items()))
+    hparams = tuple(sorted({**hard_ash.PINNED_ACTIVATIONS[activation], **overrides}.items()))
     if quick:
         return Config(
             activation,

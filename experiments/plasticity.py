@@ -315,7 +315,7 @@ def time_vmapped_vs_sequential(config: Config, seeds: int, *, data_dir: str | No
         groups = groups or [[s] for s in range(seeds)]
         start = time.perf_counter()
         state, _ = run.init(engine.seed_keys(groups[0]))
-        run.executable(state)
+        run.compiled_chunk(state)
         timing[f"{mode}_compile_s"] = round(time.perf_counter() - start, 2)
         start = time.perf_counter()
         curves[mode] = np.concatenate(

@@ -108,11 +108,11 @@ OPTIMIZER_HPARAMS: dict[str, dict[str, Any]] = {
     "masked_adam": {},  # inactive = exactly zero gradient (units outside the Top-K)
 }
 REGULARIZER_HPARAMS: dict[str, dict[str, Any]] = {
-    "ewc": {"coefficient": 200.0, "beta": 0.005},
+    "ewc": {"strength": 200.0, "beta": 0.005},
     # The authors divide by len(loader): ~24 batches of 512 per Split-MNIST task.
-    "mas": {"coefficient": 0.5, "divisor": 24.0},
-    "si": {"coefficient": 1500.0, "beta": 0.005},
-    "l2": {"coefficient": 10.0},
+    "mas": {"strength": 0.5, "divisor": 24.0},
+    "si": {"strength": 1500.0, "beta": 0.005},
+    "l2": {"strength": 10.0},
 }
 
 
@@ -346,7 +346,7 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
         k=config.k,
         schedule=config.schedule,
         inhibition=config.inhibition,
-        gaba_threshold=config.gaba_threshold(task1_train),
+        gaba_switch_count=config.gaba_threshold(task1_train),
         transition_epochs=config.transition_epochs,
         positive=config.positive,
         normalize=config.normalize,
@@ -383,7 +383,7 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
         out = {"dead": jnp.mean(counts == 0)}
         if "activations" in state.model_state.get("counters", {}):
             out["switched"] = jnp.mean(
-                state.model_state["counters"]["activations"] >= model.gaba_threshold
+                state.model_state["counters"]["activations"] >= model.gaba_switch_count
             )
         return out
 

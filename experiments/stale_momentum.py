@@ -1,7 +1,7 @@
 """Stale momentum toy (SDM paper, App. D): the step taken when a silent weight re-activates.
 
 Bricken et al., "Sparse Distributed Memory is a Continual Learner", ICLR 2023, App. D;
-notebook ``TrentBrick/SDMContinualLearner/notebooks/StaleGradients.ipynb`` (algorithms.md §5).
+notebook ``TrentBrick/SDMContinualLearner/notebooks/StaleGradients.ipynb``.
 
 A scalar parameter receives the gradient g = 0.2 at steps 0 and 1 (``--warmup``), then
 nothing for ``s`` steps (a silent neuron), then g once more. We record the step each
@@ -29,8 +29,7 @@ The toy is deterministic: ``--seeds`` is accepted and ignored (one value per met
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -39,7 +38,8 @@ import matplotlib.ticker
 import numpy as np
 import optax
 
-from jaxcl import cli, metrics, report
+from jaxcl import cli, report
+from jaxcl.experiment import Experiment, checklist
 from jaxcl.optim import masked_adam, scale_by_masked_adam
 
 B1, B2, MOMENTUM, RMS_DECAY, EPS = 0.9, 0.999, 0.9, 0.99, 1e-8
@@ -101,37 +101,44 @@ def nonzero_finite_float(text: str) -> float:
     return value
 
 
-def measure(name: str, silences: np.ndarray, *, grad: float, warmup: int) -> dict[str, np.ndarray]:
-    """Per-silence metrics for one method; ``silences`` must start with 0 (the reference)."""
-    steps = simulate(METHODS[name](), silences, grad=grad, warmup=warmup)
-    rows = np.arange(len(silences))
-    at_reactivation = steps[rows, warmup + silences]
-    quiet = (np.arange(steps.shape[1])[None, :] >= warmup) & (
-        np.arange(steps.shape[1])[None, :] < (warmup + silences)[:, None]
-    )
-    return {
-        "step": at_reactivation,
-        "inflation": at_reactivation / at_reactivation[0],
-        "delta": at_reactivation - grad,
-        "drift": np.where(quiet, np.abs(steps), 0.0).sum(axis=1),
-    }
+def execute(methods, args: argparse.Namespace) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """Each method's step, inflation, delta and drift per silence (``args.silences[0] = 0``)."""
+    warmup, silences = args.warmup, args.silences
+    for name, make in methods:
+        steps = simulate(make(), silences, grad=args.grad, warmup=warmup)
+        at_reactivation = steps[np.arange(len(silences)), warmup + silences]
+        t = np.arange(steps.shape[1])[None, :]
+        quiet = (t >= warmup) & (t < (warmup + silences)[:, None])
+        yield (
+            name,
+            {
+                "step": at_reactivation,
+                "inflation": at_reactivation / at_reactivation[0],
+                "delta": at_reactivation - args.grad,
+                "drift": np.where(quiet, np.abs(steps), 0.0).sum(axis=1),
+            },
+        )
+
+
+def table_metrics(values, make, args: argparse.Namespace) -> dict[str, list[float]]:
+    """The table's metrics at :data:`TABLE_SILENCES`, one "seed" (the toy is deterministic)."""
+    per_seed = {"step@s=0": [values["step"][0]]}
+    for s in TABLE_SILENCES:
+        i = int(np.searchsorted(args.silences, s))
+        for metric in ("inflation", "delta", "drift"):
+            per_seed[f"{metric}@s={s}"] = [values[metric][i]]
+    return per_seed
 
 
 def claims(rows: list[dict]) -> dict[str, bool]:
     """The qualitative result: dense adaptive methods inflate, masked Adam does not."""
     by_method = {row["method"]: row["metrics"] for row in rows}
-    longest = max(
-        int(k.split("=")[1]) for k in next(iter(by_method.values())) if k.startswith("inflation@")
-    )
-
-    def value(method, metric):
-        return by_method[method][metric]["mean"]
-
+    longest = f"inflation@s={TABLE_SILENCES[-1]}"
     out = {}
     if "adam" in by_method:
-        out["adam inflated after long quiescence"] = value("adam", f"inflation@s={longest}") > 1.5
+        out["adam inflated after long quiescence"] = by_method["adam"][longest]["mean"] > 1.5
     if "rmsprop" in by_method:
-        out["rmsprop inflated after quiescence"] = value("rmsprop", f"inflation@s={longest}") > 1.2
+        out["rmsprop inflated after quiescence"] = by_method["rmsprop"][longest]["mean"] > 1.2
     if "masked_adam" in by_method:
         metrics = by_method["masked_adam"]
         out["masked adam: no inflation, no drift"] = all(
@@ -140,10 +147,59 @@ def claims(rows: list[dict]) -> dict[str, bool]:
     return out
 
 
-def plot(rows: list[dict], silences: np.ndarray, path: Path) -> None:
+def flags(parser: argparse.ArgumentParser) -> None:
+    grad, warmup = "injected gradient value", "consecutive injections before the silence"
+    parser.add_argument("--grad", type=nonzero_finite_float, default=0.2, help=grad)
+    parser.add_argument("--warmup", type=cli.positive_int, default=2, help=warmup)
+
+
+def silence_grid(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The silence lengths simulated: 0, the table's, and a log grid unless ``--quick``."""
+    grid = TABLE_SILENCES if args.quick else np.geomspace(1, max(TABLE_SILENCES), 41)
+    silences = np.unique(np.concatenate([[0], np.round(grid), TABLE_SILENCES])).astype(np.int32)
+    return {"silences": silences}
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    return {
+        "grad": args.grad,
+        "warmup": args.warmup,
+        "silences": args.silences.tolist(),
+        "table_silences": list(TABLE_SILENCES),
+        "hyperparameters": {"b1": B1, "b2": B2, "momentum": MOMENTUM, "rms_decay": RMS_DECAY},
+        "learning_rate": 1.0,
+        "seeds": "ignored (deterministic)",
+        "quick": args.quick,
+    }
+
+
+def tables(rows: list[dict], args: argparse.Namespace) -> str:
+    """The header, the inflation table, then the delta and drift table."""
+    inflation_cols = [f"inflation@s={s}" for s in TABLE_SILENCES]
+    return (
+        f"Stale-momentum toy: g = {args.grad} at steps 0..{args.warmup - 1}, silence of s "
+        f"steps, g again; learning rate 1. `adam_notebook` is the notebook's Adam with "
+        f"constant divisors. Deterministic (--seeds ignored).\n\n"
+        "Re-activation step relative to the step without silence (1 = no effect):\n\n"
+        + report.markdown_table(
+            rows, metrics=["step@s=0", *inflation_cols], percent=False, digits=3
+        )
+        + "\nRe-activation step minus the true gradient (the notebook's plot), and the drift "
+        "during the longest silence. Adaptive methods step by about lr·sign(g) whatever |g|, "
+        "so their delta mostly reflects scale; the ratio above isolates the silence.\n\n"
+        + report.markdown_table(
+            rows,
+            metrics=[*(f"delta@s={s}" for s in TABLE_SILENCES), f"drift@s={TABLE_SILENCES[-1]}"],
+            percent=False,
+            digits=3,
+        )
+    )
+
+
+def plot(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     """Inflation, delta and drift against the silence length, one line per row."""
     fig, axes = report.figure(1, 3, figsize=(15, 4.2))
-    x = silences[1:]
+    x = args.silences[1:]
     panels = [
         ("inflation", "re-activation step / step without silence"),
         ("delta", "re-activation step − true gradient (lr = 1)"),
@@ -165,95 +221,31 @@ def plot(rows: list[dict], silences: np.ndarray, path: Path) -> None:
     axes[2].set_yscale("symlog", linthresh=1e-3)
     axes[2].set_ylim(bottom=0)
     axes[0].legend()
-    report.save_figure(fig, path)
+    report.save_figure(fig, out / "stale_momentum.png")
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = cli.experiment_parser(
-        __doc__.split("\n")[0],
-        methods=list(METHODS),
-        default_seeds=1,
-        default_out="results/stale_momentum",
-        resumable=False,
-    )
-    parser.add_argument(
-        "--grad", type=nonzero_finite_float, default=0.2, help="injected gradient value"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=cli.positive_int,
-        default=2,
-        help="consecutive injections before the silence",
-    )
-    args = parser.parse_args(argv)
-    methods = cli.selected_methods(args, list(METHODS))
-    grid = TABLE_SILENCES if args.quick else np.geomspace(1, max(TABLE_SILENCES), 41)
-    silences = np.unique(np.concatenate([[0], np.round(grid), TABLE_SILENCES])).astype(np.int32)
-    config = {
-        "grad": args.grad,
-        "warmup": args.warmup,
-        "silences": silences.tolist(),
-        "table_silences": list(TABLE_SILENCES),
-        "hyperparameters": {"b1": B1, "b2": B2, "momentum": MOMENTUM, "rms_decay": RMS_DECAY},
-        "learning_rate": 1.0,
-        "seeds": "ignored (deterministic)",
-        "quick": args.quick,
-    }
-    previous = cli.previous_results(
-        args, experiment="stale_momentum", config=config, methods=methods
-    )
-
-    rows = []
-    for name in methods:
-        start = time.perf_counter()
-        values = measure(name, silences, grad=args.grad, warmup=args.warmup)
-        per_seed = {"step@s=0": [values["step"][0]]}  # one "seed": the toy is deterministic
-        for s in TABLE_SILENCES:
-            i = int(np.searchsorted(silences, s))
-            for metric in ("inflation", "delta", "drift"):
-                per_seed[f"{metric}@s={s}"] = [values[metric][i]]
-        rows.append(
-            {
-                "method": name,
-                "metrics": metrics.summary_table(per_seed),
-                "per_silence": {k: v.tolist() for k, v in values.items()},
-                "seconds": round(time.perf_counter() - start, 2),
-            }
-        )
-    rows = report.merge_rows(previous["rows"], rows, order=list(METHODS))
-
-    inflation_cols = [f"inflation@s={s}" for s in TABLE_SILENCES]
-    header = (
-        f"Stale-momentum toy: g = {args.grad} at steps 0..{args.warmup - 1}, silence of s "
-        f"steps, g again; learning rate 1. `adam_notebook` is the notebook's Adam with "
-        f"constant divisors. Deterministic (--seeds ignored).\n\n"
-    )
-    table = (
-        "Re-activation step relative to the step without silence (1 = no effect):\n\n"
-        + report.markdown_table(
-            rows, metrics=["step@s=0", *inflation_cols], percent=False, digits=3
-        )
-        + "\nRe-activation step minus the true gradient (the notebook's plot), and the drift "
-        "during the longest silence. Adaptive methods step by about lr·sign(g) whatever |g|, "
-        "so their delta mostly reflects scale; the ratio above isolates the silence.\n\n"
-        + report.markdown_table(
-            rows,
-            metrics=[*(f"delta@s={s}" for s in TABLE_SILENCES), f"drift@s={TABLE_SILENCES[-1]}"],
-            percent=False,
-            digits=3,
-        )
-    )
-    verdict = claims(rows)
-    summary = "\n".join(f"- {claim}: {'yes' if ok else 'NO'}" for claim, ok in verdict.items())
-    text = header + table + ("\n" + summary + "\n" if summary else "")
-    print(text)
-
-    out = Path(args.out)
-    report.write_results(out, experiment="stale_momentum", config=config, rows=rows)
-    report.write_table(out, text)
-    plot(rows, silences, out / "stale_momentum.png")
-    return rows
+EXPERIMENT = Experiment(
+    name="stale_momentum",
+    description=__doc__.splitlines()[0],
+    methods=METHODS,
+    execute=execute,
+    flags=flags,
+    derive=silence_grid,
+    run_config=run_config,
+    row_metrics=table_metrics,
+    row_fields=lambda values, make, args: {
+        "per_silence": {k: v.tolist() for k, v in values.items()}
+    },
+    metrics=("step@s=0", f"inflation@s={TABLE_SILENCES[-1]}"),
+    table=tables,
+    findings=lambda rows, args: checklist(claims(rows)),
+    curves=False,
+    plots=plot,
+    default_seeds=1,
+    checkpoints=False,
+    data=False,
+)
 
 
 if __name__ == "__main__":
-    cli.main(main)
+    cli.main(EXPERIMENT)

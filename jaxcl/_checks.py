@@ -11,19 +11,28 @@ says the thing.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "boolean",
     "concrete_real",
     "fail",
+    "finite",
+    "in_range",
+    "integer",
+    "non_negative",
     "non_negative_int",
     "one_of",
+    "positive",
     "positive_int",
+    "rank",
+    "shape",
 ]
 
 
@@ -47,6 +56,11 @@ def _integer(name: str, value: Any, allowed: str) -> int:
         return operator.index(value)
     except TypeError:
         fail(name, allowed, value, TypeError)
+
+
+def integer(name: str, value: Any) -> int:
+    """``value`` as an int (ints and numpy integers only; bools and floats refused)."""
+    return _integer(name, value, "an integer")
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -83,3 +97,113 @@ def concrete_real(name: str, value: Any, allowed: str) -> np.ndarray | None:
     if not (jnp.issubdtype(array.dtype, jnp.integer) or jnp.issubdtype(array.dtype, jnp.floating)):
         fail(name, allowed, value, TypeError)
     return array.astype(np.float64)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a bool (Python and numpy bools only: ``1`` or ``"no"`` are refused)."""
+    if not isinstance(value, bool | np.bool_):
+        fail(name, "a bool", value, TypeError)
+    return bool(value)
+
+
+Predicate = Callable[[np.ndarray], np.ndarray]
+
+
+def _real(name: str, value: Any, allowed: str, ok: Predicate, scalar: bool) -> Any:
+    kind = f"a real number {allowed}"
+    if scalar and (callable(value) or isinstance(value, jax.core.Tracer) or np.ndim(value) != 0):
+        fail(name, kind, value, TypeError)
+    values = concrete_real(name, value, kind)
+    if values is None:
+        return None
+    # `not ok(v)` rather than a negated comparison, so that NaN is refused too.
+    if not np.all(ok(values)):
+        fail(name, allowed, value)
+    if not np.all(np.isfinite(values)):
+        fail(name, f"{allowed} and finite", value)
+    return float(values) if scalar else values
+
+
+def _bound(x: float) -> str:
+    return f"{x:g}"
+
+
+def in_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    bounds: str = "[]",
+    *,
+    scalar: bool = False,
+) -> Any:
+    """Finite real numbers in the interval from ``low`` to ``high``, e.g. ``"[)"`` for [0, 1).
+
+    Args:
+      name: the argument's name, for the message.
+      value: a real number or an array of them; a schedule (callable) or a traced value is
+        known only at run time and passes unchecked (None is returned).
+      low, high: the interval's ends.
+      bounds: ``"[]"``, ``"[)"``, ``"(]"`` or ``"()"``: which ends are included.
+      scalar: require one concrete number (no array, schedule or traced value) and return
+        it as a float.
+
+    Returns:
+      ``value`` as a float64 array, or None when it is known only at run time; a float
+      when ``scalar``.
+
+    Raises:
+      TypeError: anything but real numbers (``True``, ``"0.1"``, a complex number).
+      ValueError: ``"<name> must be in [0, 1), got 1.0"`` (NaN included), or ``"... and
+        finite"`` for an infinite value inside the interval (``high=math.inf``).
+    """
+    one_of("bounds", bounds, ("[]", "[)", "(]", "()"))
+    above = np.greater_equal if bounds[0] == "[" else np.greater
+    below = np.less_equal if bounds[1] == "]" else np.less
+    allowed = f"in {bounds[0]}{_bound(low)}, {_bound(high)}{bounds[1]}"
+    return _real(name, value, allowed, lambda v: above(v, low) & below(v, high), scalar)
+
+
+def non_negative(name: str, value: Any, *, scalar: bool = False) -> Any:
+    """Finite real numbers >= 0 (see :func:`in_range` for ``value``, ``scalar`` and errors)."""
+    return _real(name, value, ">= 0", lambda v: v >= 0, scalar)
+
+
+def positive(name: str, value: Any, *, scalar: bool = False) -> Any:
+    """Finite real numbers > 0 (see :func:`in_range` for ``value``, ``scalar`` and errors)."""
+    return _real(name, value, "> 0", lambda v: v > 0, scalar)
+
+
+def finite(name: str, value: Any, *, scalar: bool = False) -> Any:
+    """Finite real numbers of any sign (see :func:`in_range`)."""
+    return _real(name, value, "finite", np.isfinite, scalar)
+
+
+def shape(name: str, array: Any, expected: Sequence[Any], allowed: str | None = None) -> None:
+    """ValueError unless ``array``'s shape is ``expected`` (``chex.assert_shape``).
+
+    ``expected`` may hold ``...`` (any number of axes), ``None`` (any size) or sets of
+    sizes, as chex allows; ``allowed`` describes it in the message (default: ``expected``).
+    """
+    chex.assert_shape(
+        array,
+        tuple(expected),
+        custom_message=_message(name, f"of shape {allowed or tuple(expected)}", jnp.shape(array)),
+        exception_type=ValueError,
+        include_default_message=False,
+    )
+
+
+def rank(name: str, array: Any, expected: int | set[int], allowed: str | None = None) -> None:
+    """ValueError unless ``array`` has rank ``expected`` (``chex.assert_rank``)."""
+    chex.assert_rank(
+        array,
+        expected,
+        custom_message=_message(name, allowed or f"of rank {expected}", jnp.shape(array)),
+        exception_type=ValueError,
+        include_default_message=False,
+    )
+
+
+def _message(name: str, allowed: str, value: Any) -> str:
+    return f"{name} must be {allowed}, got {value!r}"

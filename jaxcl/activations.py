@@ -5,8 +5,10 @@ statistics or ranks across units (``hard_ash``, ``ash``, ``topk_*``, ``lwta``) w
 explicit ``axis`` (default ``-1``, the unit axis) and treat all other axes as batch axes, so
 ``f(x)`` on ``[batch, width]`` equals ``jax.vmap(f)(x)``.
 
-``ACTIVATIONS`` maps names to functions and ``get_activation(name, **hparams)`` binds
-hyperparameters, e.g. ``get_activation("topk_subtract_hard_ash", k=64)``.
+``ACTIVATIONS`` (a :class:`jaxcl._registry.Registry`) maps names to functions, whose input
+``x`` is positional-only and whose hyperparameters are keyword-only;
+``get_activation(name, **hparams)`` binds hyperparameters, e.g.
+``get_activation("topk_subtract_hard_ash", k=64)``.
 
 References:
   Keskinen, "Sparsity and the right optimizer make a continual learner" (Hard ASH),
@@ -18,8 +20,6 @@ References:
 from __future__ import annotations
 
 import functools
-import inspect
-import operator
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,7 +28,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl._checks import concrete_real
+from jaxcl import _checks
+from jaxcl._registry import Registry
+
+__all__ = [
+    "ACTIVATIONS",
+    "HARD_ASH_VARIANTS",
+    "ash",
+    "elephant",
+    "get_activation",
+    "gumbel",
+    "hard_ash",
+    "hard_sigmoid",
+    "kth_largest",
+    "lwta",
+    "relu",
+    "sigmoid",
+    "swish",
+    "topk_mask",
+    "topk_subtract",
+]
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -44,43 +63,20 @@ def _is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
-def _check_int(name: str, value: Any) -> int:
-    """Returns ``value`` as a Python int; bools and floats are refused (they set shapes)."""
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a Python int (it sets a static shape), got {value!r} of type "
-            f"{type(value).__name__}."
-        ) from None
-
-
 def _check_axis(x: Array, axis: Any) -> int:
     """Returns ``axis`` normalised to ``[0, x.ndim)``, or raises ValueError."""
-    axis = _check_int("axis", axis)
+    axis = _checks.integer("axis", axis)
     if x.ndim == 0:
-        raise ValueError(f"x must have at least one axis, got a scalar of shape {x.shape}.")
+        _checks.fail("x.shape", "non-empty (x needs a unit axis)", x.shape)
     if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis={axis} is out of range for x of shape {x.shape}.")
+        _checks.fail("axis", f"in [-{x.ndim}, {x.ndim}) for x of shape {x.shape}", axis)
     return axis % x.ndim
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    """Returns ``value`` as a Python int >= 1; k and groups are static (they set shapes)."""
-    ivalue = _check_int(name, value)
-    if ivalue < 1:
-        raise ValueError(f"{name} must be >= 1, got {name}={ivalue}.")
-    return ivalue
-
-
 def _check_k(k: Any, width: int, axis: int) -> int:
-    k = _check_positive_int("k", k)
+    k = _checks.positive_int("k", k)  # static: it sets top_k's shape
     if k > width:
-        raise ValueError(
-            f"k={k} is out of range for x.shape[{axis}]={width}: allowed 1 <= k <= {width}."
-        )
+        _checks.fail("k", f"at most x.shape[{axis}] = {width}", k)
     return k
 
 
@@ -93,55 +89,26 @@ def _is_int_array(k: Any) -> bool:
     )
 
 
-def _check_variant(variant: str) -> None:
-    if variant not in HARD_ASH_VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(HARD_ASH_VARIANTS)}, got {variant!r}.")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}.")
-
-
-def _check_real(name: str, value: Any, allowed: str, ok: Callable[[np.ndarray], Any]) -> None:
-    """Raises unless ``value`` (a real number or array) satisfies ``ok`` everywhere.
-
-    Traced values are skipped: they are known only at run time.
-    """
-    array = concrete_real(name, value, allowed)
-    # `not all(ok)` rather than a negated comparison, so that NaN is refused too.
-    if array is not None and not np.all(ok(array)):
-        raise ValueError(f"{name} must be {allowed}, got {name}={value!r}.")
-
-
-def _check_finite(name: str, value: Any) -> None:
-    _check_real(name, value, "a finite real number", np.isfinite)
-
-
-def _check_finite_positive(name: str, value: Any) -> None:
-    _check_real(name, value, "a finite real number > 0", lambda v: np.isfinite(v) & (v > 0))
-
-
 def _check_clip_max(clip_max: Any) -> None:
     if clip_max is not None:
-        _check_real("clip_max", clip_max, "None or a real number > 0", lambda v: v > 0)
+        _checks.positive("clip_max", clip_max)
 
 
 # Checks of hyperparameters by name, shared by the functions (at trace time) and
 # get_activation (at construction). k is checked against the width when traced.
 _HPARAM_CHECKS: Mapping[str, Callable[[Any], Any]] = types.MappingProxyType(
     {
-        "axis": functools.partial(_check_int, "axis"),
-        "k": lambda k: None if _is_int_array(k) else _check_positive_int("k", k),
-        "groups": functools.partial(_check_positive_int, "groups"),
-        "variant": _check_variant,
-        "alpha": functools.partial(_check_finite_positive, "alpha"),
-        "z_k": functools.partial(_check_finite, "z_k"),
-        "a": functools.partial(_check_finite_positive, "a"),
-        "d": functools.partial(_check_finite_positive, "d"),
+        "axis": functools.partial(_checks.integer, "axis"),
+        "k": lambda k: None if _is_int_array(k) else _checks.positive_int("k", k),
+        "groups": functools.partial(_checks.positive_int, "groups"),
+        "variant": lambda variant: _checks.one_of("variant", variant, HARD_ASH_VARIANTS),
+        "alpha": functools.partial(_checks.positive, "alpha"),
+        "z_k": functools.partial(_checks.finite, "z_k"),
+        "a": functools.partial(_checks.positive, "a"),
+        "d": functools.partial(_checks.positive, "d"),
         "clip_max": _check_clip_max,
-        "stop_gradient": functools.partial(_check_bool, "stop_gradient"),
-        "relu_first": functools.partial(_check_bool, "relu_first"),
+        "stop_gradient": functools.partial(_checks.boolean, "stop_gradient"),
+        "relu_first": functools.partial(_checks.boolean, "relu_first"),
     }
 )
 
@@ -222,7 +189,7 @@ def _gate_input(x: Array, alpha: float, z_k: float, axis: int) -> Array:
 
 
 def hard_ash(
-    x: ArrayLike, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1, variant: str = "code"
+    x: ArrayLike, /, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1, variant: str = "code"
 ) -> Array:
     """Hard Adaptive SwisH (Hard ASH), as run by the authors' code.
 
@@ -277,7 +244,7 @@ def hard_ash(
     return x * gate
 
 
-def ash(x: ArrayLike, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1) -> Array:
+def ash(x: ArrayLike, /, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1) -> Array:
     """Adaptive SwisH with fixed α and z_k, as in the Hard ASH code.
 
     ``y = x · sigmoid(α (x − μ − z_k σ))`` with μ, σ the mean and population std along
@@ -310,6 +277,7 @@ def ash(x: ArrayLike, *, alpha: float = 3.0, z_k: float = 2.3, axis: int = -1) -
 
 def topk_subtract(
     x: ArrayLike,
+    /,
     *,
     k: int,
     axis: int = -1,
@@ -374,9 +342,10 @@ def topk_subtract(
     if r.ndim == 1 and r.shape[0] == x.shape[axis]:
         r = jnp.expand_dims(r, [d for d in range(x.ndim) if d != axis])
     elif r.ndim != 0:
-        raise ValueError(
-            f"coefficient must be a scalar or have shape ({x.shape[axis]},) (one value per unit "
-            f"along axis={axis}), got shape {r.shape}."
+        _checks.fail(
+            "coefficient.shape",
+            f"() or ({x.shape[axis]},) (one value per unit along axis {axis})",
+            r.shape,
         )
     a = jax.nn.relu(x) if relu_first else x
     v = kth_largest(a, k=k, axis=axis)
@@ -388,7 +357,7 @@ def topk_subtract(
     return jnp.clip(a - r_v, min=0.0, max=clip_max)
 
 
-def topk_mask(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
+def topk_mask(x: ArrayLike, /, *, k: int, axis: int = -1) -> Array:
     """Keep the top k values along ``axis`` unchanged and zero the rest (no ReLU).
 
     ``y = x where x ≥ v else 0``, with v the k-th largest of x along ``axis``. Negative values
@@ -416,7 +385,7 @@ def topk_mask(x: ArrayLike, *, k: int, axis: int = -1) -> Array:
     return jnp.where(x >= v, x, jnp.zeros_like(x))
 
 
-def lwta(x: ArrayLike, *, groups: int, axis: int = -1) -> Array:
+def lwta(x: ArrayLike, /, *, groups: int, axis: int = -1) -> Array:
     """Local winner-take-all: in each of ``groups`` contiguous blocks keep only the maximum.
 
     The unit axis (width n) is reshaped to ``(groups, n / groups)``; in each group the
@@ -443,11 +412,9 @@ def lwta(x: ArrayLike, *, groups: int, axis: int = -1) -> Array:
     x = jnp.asarray(x)
     axis = _check_axis(x, axis)
     width = x.shape[axis]
-    groups = _check_positive_int("groups", groups)
-    if groups > width or width % groups:
-        raise ValueError(
-            f"groups={groups} must divide x.shape[{axis}]={width} (1 <= groups <= {width})."
-        )
+    groups = _checks.positive_int("groups", groups)
+    if width % groups:
+        _checks.fail("groups", f"a divisor of x.shape[{axis}] = {width}", groups)
     xm = jnp.moveaxis(x, axis, -1)
     xg = xm.reshape((*xm.shape[:-1], groups, width // groups))
     winner = jnp.argmax(xg, axis=-1, keepdims=True)  # argmax returns the first maximum
@@ -460,7 +427,7 @@ def lwta(x: ArrayLike, *, groups: int, axis: int = -1) -> Array:
 # ----------------------------------------------------------------------------- elementwise
 
 
-def elephant(x: ArrayLike, *, a: float = 0.16, d: float = 4.0) -> Array:
+def elephant(x: ArrayLike, /, *, a: float = 0.16, d: float = 4.0) -> Array:
     """Elephant activation ``y = 1 / (1 + |x / a|^d)`` (Lan & Mahmood 2023).
 
     Gradients are finite everywhere: where ``|x / a|^d`` overflows (y = 0) the gradient is
@@ -494,27 +461,27 @@ def elephant(x: ArrayLike, *, a: float = 0.16, d: float = 4.0) -> Array:
     return jnp.where(edge, jnp.where(zero, 1.0, 0.0), y)
 
 
-def relu(x: ArrayLike) -> Array:
+def relu(x: ArrayLike, /) -> Array:
     """``jax.nn.relu``: max(x, 0)."""
     return jax.nn.relu(x)
 
 
-def swish(x: ArrayLike) -> Array:
+def swish(x: ArrayLike, /) -> Array:
     """``jax.nn.swish``: x · sigmoid(x)."""
     return jax.nn.swish(x)
 
 
-def sigmoid(x: ArrayLike) -> Array:
+def sigmoid(x: ArrayLike, /) -> Array:
     """``jax.nn.sigmoid``: 1 / (1 + exp(−x))."""
     return jax.nn.sigmoid(x)
 
 
-def hard_sigmoid(x: ArrayLike) -> Array:
+def hard_sigmoid(x: ArrayLike, /) -> Array:
     """``jax.nn.hard_sigmoid``: relu6(x + 3) / 6."""
     return jax.nn.hard_sigmoid(x)
 
 
-def gumbel(x: ArrayLike) -> Array:
+def gumbel(x: ArrayLike, /) -> Array:
     """Gumbel CDF ``y = exp(−exp(−x))``, as in the Hard ASH code.
 
     Below x = −10, y = exp(−22026) is exactly 0 in every float dtype (float64 underflows
@@ -526,7 +493,8 @@ def gumbel(x: ArrayLike) -> Array:
 
 # ----------------------------------------------------------------------------- registry
 
-ACTIVATIONS: Mapping[str, Callable[..., Array]] = types.MappingProxyType(
+ACTIVATIONS: Registry[Callable[..., Array]] = Registry(
+    "activation",
     {
         "hard_ash": hard_ash,
         "ash": ash,
@@ -546,7 +514,7 @@ ACTIVATIONS: Mapping[str, Callable[..., Array]] = types.MappingProxyType(
         "sigmoid": sigmoid,
         "hard_sigmoid": hard_sigmoid,
         "gumbel": gumbel,
-    }
+    },
 )
 
 
@@ -567,28 +535,14 @@ def get_activation(name: str, **hparams: Any) -> Callable[[Array], Array]:
 
     Raises:
       ValueError: unknown ``name`` (the message lists the valid names) or bad values.
-      TypeError: a hyperparameter the function does not take, or of the wrong type.
+      TypeError: a hyperparameter the function does not take, a required one missing, or
+        one of the wrong type.
 
     Example:
       >>> f = get_activation("topk_mask", k=2)
       >>> f(jnp.array([3.0, -1.0, 2.0, 0.0])).tolist()
       [3.0, 0.0, 2.0, 0.0]
     """
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Unknown activation {name!r}; valid names: {sorted(ACTIVATIONS)}.")
-    fn = ACTIVATIONS[name]
-    params = inspect.signature(fn).parameters
-    allowed = [p for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(hparams) - {p.name for p in allowed})
-    if unknown:
-        raise TypeError(
-            f"Activation {name!r} got unknown hyperparameters {unknown}; it accepts "
-            f"{[p.name for p in allowed]}."
-        )
-    required = [
-        p.name for p in allowed if p.default is inspect.Parameter.empty and p.name not in hparams
-    ]
-    if required:
-        raise TypeError(f"Activation {name!r} requires hyperparameters {required}.")
+    fn = ACTIVATIONS.lookup(name, **hparams)
     _check_hparams(**{key: v for key, v in hparams.items() if key in _HPARAM_CHECKS})
     return functools.partial(fn, **hparams) if hparams else fn

@@ -1,12 +1,18 @@
-"""The command-line contract shared by every ``experiments/*.py`` (DESIGN.md).
+"""The command line of every experiment: :func:`run_experiment` and :func:`main`.
 
-Each experiment accepts ``--seeds N``, ``--out DIR``, ``--quick`` and
-``--methods NAME[,NAME...]``; ``--help`` lists the method names. Long runs also take
-``--checkpoint-every N`` (tasks between checkpoints), ``--seed-chunk N`` and
-``--no-checkpoint``: re-running the same command with the same ``--out`` resumes, and
-methods already finished are not run again (see :mod:`jaxcl.execution`). A method's
-checkpoint fingerprint is its whole configuration (optimizer and model hyperparameters,
-data sizes) and the library version, so a changed hyperparameter is refused, never mixed.
+:func:`run_experiment` runs a :class:`jaxcl.experiment.Experiment`: it parses the flags,
+runs the selected methods (each method's seeds checkpointed and resumable), prints a line
+per method, merges the rows with those already in ``--out`` and writes ``results.json``,
+``table.md`` and the plots. :func:`main` does the same as a command.
+
+Every experiment accepts ``--seeds N``, ``--out DIR``, ``--quick``, ``--methods
+NAME[,NAME...]`` (``--help`` lists the method names), ``--debug`` and, when it reads
+datasets, ``--data-dir``. Long runs also take ``--checkpoint-every N`` (tasks between
+checkpoints), ``--seed-chunk N`` and ``--no-checkpoint``: re-running the same command with
+the same ``--out`` resumes, and methods already finished are not run again (see
+:mod:`jaxcl.execution`). A method's checkpoint fingerprint is its whole configuration
+(optimizer and model hyperparameters, data sizes) and the library version, so a changed
+hyperparameter is refused, never mixed.
 
 Errors. Every flag is checked while parsing, before any data is loaded or compiled,
 ``--out`` included (a writable directory, created if needed). :func:`main` runs an
@@ -30,19 +36,22 @@ import argparse
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 import os
 import re
 import sys
 import tempfile
+import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jaxcl
-from jaxcl import execution, report
+from jaxcl import execution, metrics, report
 from jaxcl.engine import Results, Run
+from jaxcl.experiment import Experiment
 from jaxcl.io import json_ready
 
 DEBUG_ENV = "JAXCL_DEBUG"
@@ -160,7 +169,8 @@ def experiment_parser(
 ) -> ExperimentParser:
     """A parser with the common flags, every value checked; add experiment flags to it.
 
-    ``resumable=False`` leaves out the checkpoint flags (for runs that take seconds).
+    ``resumable=False`` leaves out the checkpoint flags (for runs that take seconds): the
+    parsed flags then hold their defaults, no checkpoints.
     """
     parser = ExperimentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -184,6 +194,7 @@ def experiment_parser(
         "--debug", action="store_true", help=f"show tracebacks on errors (also {DEBUG_ENV}=1)"
     )
     if not resumable:
+        parser.set_defaults(checkpoint_every=0, seed_chunk=0, no_checkpoint=True)
         return parser
     parser.add_argument(
         "--checkpoint-every",
@@ -214,9 +225,10 @@ def run_method(
     method: str,
     config: Mapping[str, Any] | Any,
     *,
+    seeds: int | None = None,
     final_diagnostics: execution.FinalDiagnostics | None = None,
 ) -> Results:
-    """Runs seeds ``0..--seeds−1`` of one method, checkpointed under ``--out``.
+    """Runs seeds ``0..seeds−1`` (default ``--seeds``) of one method, checkpointed under ``--out``.
 
     ``config`` must hold everything that can change the method's results (optimizer and
     model hyperparameters, data sizes): with ``--quick`` and the library version it is the
@@ -231,7 +243,7 @@ def run_method(
     checkpoint_dir = None if args.no_checkpoint else Path(args.out) / "checkpoints" / method
     return execution.run_seeds(
         run,
-        range(args.seeds),
+        range(args.seeds if seeds is None else seeds),
         checkpoint_dir=checkpoint_dir,
         fingerprint={
             "method": method,
@@ -309,22 +321,199 @@ def previous_results(
     )
 
 
-def main(experiment_main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:
-    """Runs ``experiment_main(argv)`` as a command: one-line errors and exit statuses.
+def experiment_args(
+    experiment: Experiment, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """The parsed command line of ``experiment``, with its derived values.
 
-    A :class:`UsageError` exits with status 2, any other exception with status 1, each
+    The common flags (:func:`experiment_parser`), ``--data-dir`` when the experiment reads
+    datasets, a ``--<set>`` flag per method set and the experiment's own flags.
+    """
+    parser = experiment_parser(
+        experiment.description,
+        methods=list(experiment.methods),
+        default_seeds=experiment.default_seeds,
+        default_out=f"results/{experiment.name}",
+        resumable=experiment.checkpoints,
+    )
+    for name, names in experiment.method_sets.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            action="store_true",
+            help=f"run the {len(names)} methods of the {name} set",
+        )
+    if experiment.data:
+        parser.add_argument("--data-dir", default=None, help="tfds data dir (else $TFDS_DATA_DIR)")
+    if experiment.flags is not None:
+        experiment.flags(parser)
+    args = parser.parse_args(argv)
+    if experiment.derive is not None:
+        args = argparse.Namespace(**{**vars(args), **experiment.derive(args)})
+    return args
+
+
+def chosen_methods(experiment: Experiment, args: argparse.Namespace) -> list[str]:
+    """The methods this run makes rows for, in the table's order.
+
+    ``--methods``, else the union of the method sets whose flags are given, else
+    ``quick_methods`` under ``--quick``, else ``default_methods``, else every method.
+    """
+    if args.methods is not None:
+        return selected_methods(args, list(experiment.methods))
+    if any(getattr(args, name) for name in experiment.method_sets):
+        wanted = {
+            method
+            for name, names in experiment.method_sets.items()
+            if getattr(args, name)
+            for method in names
+        }
+    elif args.quick and experiment.quick_methods is not None:
+        wanted = set(experiment.quick_methods)
+    elif experiment.default_methods is not None:
+        wanted = set(experiment.default_methods)
+    else:
+        wanted = set(experiment.methods)
+    return [method for method in experiment.methods if method in wanted]
+
+
+def _each_method(
+    experiment: Experiment, configs: list[tuple[str, Any]], args: argparse.Namespace
+) -> Iterator[tuple[str, Results]]:
+    """Every method alone: its run built, its seeds run (checkpointed, resumable)."""
+    for name, config in configs:
+        run = experiment.build(config, args)
+        final = None
+        if experiment.final_diagnostics is not None:
+            final = experiment.final_diagnostics(run, config)
+        seeds = None if experiment.seeds is None else experiment.seeds(config, args)
+        yield name, run_method(run, args, name, config, seeds=seeds, final_diagnostics=final)
+
+
+def method_row(
+    experiment: Experiment,
+    name: str,
+    outcome: Any,
+    config: Any,
+    args: argparse.Namespace,
+    seconds: float,
+) -> dict[str, Any]:
+    """The results.json row of one method (see :mod:`jaxcl.experiment`, Rows)."""
+    if isinstance(outcome, Results) and experiment.engine_metrics:
+        row = report.result_row(name, outcome)
+    else:
+        row = {"method": name, "metrics": {}}
+        if isinstance(outcome, Results):
+            row["diverged_seeds"] = report.diverged_seeds(outcome)
+    if dataclasses.is_dataclass(config):
+        row["config"] = dataclasses.asdict(config)
+    elif isinstance(config, Mapping):
+        row["config"] = dict(config)
+    if experiment.row_metrics is not None:
+        per_seed = experiment.row_metrics(outcome, config, args)
+        row["metrics"].update(metrics.summary_table(per_seed))
+    if experiment.row_fields is not None:
+        row.update(experiment.row_fields(outcome, config, args))
+    row["seconds"] = round(seconds, 2)
+    return row
+
+
+def _row_line(experiment: Experiment, row: Mapping[str, Any], width: int) -> str:
+    cells = []
+    for metric in experiment.metrics:
+        stat = row["metrics"].get(metric)
+        if stat is not None:
+            cells.append(f"{metric} {report.format_stat(stat, percent=False, digits=4)}")
+    return f"{row['method']:>{width}}: {', '.join(cells)} ({row['seconds']:.1f} s)"
+
+
+def experiment_text(experiment: Experiment, rows: list[dict], args: argparse.Namespace) -> str:
+    """``table.md`` but for the extras: the header, the table(s) and the findings."""
+    text = experiment.header(rows, args) if experiment.header is not None else ""
+    if experiment.table is not None:
+        text += experiment.table(rows, args)
+    else:
+        text += report.markdown_table(rows, metrics=experiment.metrics, paper=experiment.paper)
+    if experiment.findings is not None:
+        text += experiment.findings(rows, args)
+    return text
+
+
+def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) -> list[dict]:
+    """Runs ``experiment`` with the command line ``argv``; its rows, old ones included.
+
+    Parses the flags (a :class:`UsageError` for a bad one, before any work), refuses an
+    ``--out`` whose rows cannot be merged (:func:`previous_results`), runs the chosen
+    methods printing a line as each finishes, then writes ``results.json``, ``table.md``
+    (header, table, findings, extras' text; also printed) and the plots into ``--out``.
+    """
+    args = experiment_args(experiment, argv)
+    methods = chosen_methods(experiment, args)
+    run_config = experiment.run_config(args)
+    previous = previous_results(
+        args, experiment=experiment.name, config=run_config, methods=methods
+    )
+    configure = experiment.configure or (lambda spec, args: spec)
+    configs = [(name, configure(experiment.methods[name], args)) for name in methods]
+    if experiment.execute is not None:
+        outcomes = experiment.execute(configs, args)
+    else:
+        outcomes = _each_method(experiment, configs, args)
+    config_of = dict(configs)
+    width = max(map(len, methods), default=0)
+    rows = []
+    start = time.perf_counter()
+    for name, outcome in outcomes:
+        seconds = time.perf_counter() - start
+        rows.append(method_row(experiment, name, outcome, config_of[name], args, seconds))
+        print(_row_line(experiment, rows[-1], width), flush=True)
+        start = time.perf_counter()
+    rows = report.merge_rows(previous["rows"], rows, order=list(experiment.methods))
+
+    extras, extras_text = {}, ""
+    if experiment.extras is not None:
+        extras, extras_text = experiment.extras(previous, args)
+    text = experiment_text(experiment, rows, args) + extras_text
+    print("\n" + text)
+
+    out = Path(args.out)
+    report.write_results(
+        out, experiment=experiment.name, config=run_config, rows=rows, extra=extras
+    )
+    report.write_table(out, text)
+    if experiment.curves:
+        report.plot_accuracy_curves(
+            rows,
+            out / "accuracy_after_each_task.png",
+            title=f"{experiment.name}: accuracy after each task",
+            floor=experiment.forgetting_floor,
+        )
+    if experiment.plots is not None:
+        experiment.plots(rows, args, out)
+    return rows
+
+
+def main(
+    command: Experiment | Callable[[list[str]], Any], argv: Sequence[str] | None = None
+) -> None:
+    """Runs an experiment (or any function of the command line) as a command.
+
+    ``command`` is an :class:`~jaxcl.experiment.Experiment`, run by
+    :func:`run_experiment`, or a function called with the arguments. A
+    :class:`UsageError` exits with status 2, any other exception with status 1, each
     after one line on stderr; ``--debug`` in ``argv`` or ``JAXCL_DEBUG=1`` also prints the
     traceback. Interruptions (``SystemExit``, ``KeyboardInterrupt``) pass through. The
     command holds a lock on ``--out`` from the moment it is parsed until it exits
     (:func:`jaxcl.execution.lock_directory`): a second command on the same ``--out`` stops
     at once with a line naming the holder's pid.
     """
+    if isinstance(command, Experiment):
+        command = functools.partial(run_experiment, command)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with contextlib.ExitStack() as scope:
             token = _COMMAND_SCOPE.set(scope)
             try:
-                experiment_main(argv)
+                command(argv)
             finally:
                 _COMMAND_SCOPE.reset(token)
     except Exception as err:

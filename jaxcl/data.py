@@ -31,12 +31,26 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from jaxcl import _checks
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "NORMALIZATION_STATS",
+    "PIXEL_SCALES",
+    "ArrayDataset",
+    "DatasetNotFoundError",
+    "available",
+    "data_dirs",
+    "load",
+    "preprocess",
+]
+
 # Per-channel (mean, std) of the training split on the [0, 1] scale.
 NORMALIZATION_STATS = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    # The DST authors' constants (algorithms.md §3(c)).
+    # The DST authors' constants (``muratonuryildirim/CL-with-DST`` ``utils.py`` ``load_dataset``).
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 PIXEL_SCALES = ("standardize", "unit", "raw", "minmax")
@@ -316,8 +330,7 @@ def preprocess(
       stats_of: whose mean/std ``"standardize"`` uses (the CLASSP code uses MNIST's for
         Fashion-MNIST too); required for ``"standardize"``.
     """
-    if pixel_scale not in PIXEL_SCALES:
-        raise ValueError(f"pixel_scale must be one of {PIXEL_SCALES}, got {pixel_scale!r}")
+    _checks.one_of("pixel_scale", pixel_scale, PIXEL_SCALES)
 
     def scale(x: np.ndarray) -> np.ndarray:
         x = x.reshape(x.shape[0], -1).astype(np.float32)
@@ -328,11 +341,7 @@ def preprocess(
         if pixel_scale == "minmax":
             lo, hi = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
             return (x - lo) / np.maximum(hi - lo, 1e-12)
-        if stats_of not in NORMALIZATION_STATS:
-            raise ValueError(
-                f"stats_of must be one of {sorted(NORMALIZATION_STATS)} for "
-                f"pixel_scale='standardize', got {stats_of!r}"
-            )
+        _checks.one_of("stats_of", stats_of, NORMALIZATION_STATS)
         mean, std = (np.asarray(s, np.float32) for s in NORMALIZATION_STATS[stats_of])
         channels = len(mean)
         x = x.reshape(x.shape[0], -1, channels) / 255.0

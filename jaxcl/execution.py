@@ -52,7 +52,7 @@ import jax
 import numpy as np
 
 from jaxcl.checkpoint import Checkpointer, saved_steps
-from jaxcl.engine import EngineState, Results, Run, TaskRecord, seed_keys
+from jaxcl.engine import EngineState, Results, Run, TaskRecord, concatenate_results, seed_keys
 from jaxcl.io import atomic_write_bytes, atomic_write_text, digest
 
 # The trained learners of a seed group (leading seed axis) -> {name: [S, ...] array}.
@@ -146,13 +146,12 @@ def auto_seed_chunk(run: Run, num_seeds: int) -> int:
     memory analysis; a group never exceeds half the free memory of the devices.
     """
     n_dev = jax.device_count()
-    keys = seed_keys(_padded(range(num_seeds)))
-    abstract, _ = jax.eval_shape(run._init, keys, run.scenario)
-    need = program_bytes(run.executable(abstract))
+    num_rows = len(_padded(range(num_seeds)))
+    need = program_bytes(run.compiled_chunk(run.abstract_state(num_rows)))
     budget = _MEMORY_FRACTION * free_memory_bytes() * n_dev
     if need <= budget:
         return num_seeds
-    per_seed = need / keys.shape[0]
+    per_seed = need / num_rows
     return max(n_dev, int(budget // per_seed) // n_dev * n_dev)
 
 
@@ -231,8 +230,8 @@ def _interrupted(what: str, directory: Path | None) -> Interrupted:
 
 def _empty_records(run: Run, state: Any) -> TaskRecord:
     """Host buffers for every task's records of a group: ``[S, chunks*chunk, ...]``."""
-    _, record = jax.eval_shape(run._chunk, state, np.int32(0), run.scenario)
-    n_chunks = -(-run.scenario.num_tasks // run.chunk_size)
+    record = run.abstract_record(state)
+    n_chunks = -(-run.spec.num_tasks // run.spec.chunk_size)
     return jax.tree.map(
         lambda s: np.zeros((s.shape[0], n_chunks * s.shape[1], *s.shape[2:]), s.dtype), record
     )
@@ -276,7 +275,7 @@ def _run_group(
             records = jax.tree.map(np.array, payload["records"])
             if progress is not None:
                 progress.update(tasks_done * len(seeds))
-    num_tasks, chunk = run.scenario.num_tasks, run.chunk_size
+    num_tasks, chunk = run.spec.num_tasks, run.spec.chunk_size
     for start in range(tasks_done, num_tasks, chunk):
         state, record = run.run_chunk(state, start)
         for buffer, value in zip(jax.tree.leaves(records), jax.tree.leaves(record), strict=True):
@@ -295,23 +294,12 @@ def _run_group(
     if final_diagnostics is not None:
         final = jax.device_get(dict(final_diagnostics(state)))
         results = results._replace(diagnostics={**results.diagnostics, **final})
-    results = take_rows(results, slice(len(seeds)))  # drop the device padding
+    results = jax.tree.map(lambda x: x[: len(seeds)], results)  # drop the device padding
     if checkpointer is not None:
         _save_results(done_file, results)
         checkpointer.close()
         shutil.rmtree(directory / "steps", ignore_errors=True)  # keep only the results
     return results
-
-
-def take_rows(results: Results, index: Any) -> Results:
-    """The rows ``index`` (a slice or an index array) of every per-seed array of ``results``."""
-    return results._replace(
-        correct=results.correct[index],
-        init_correct=results.init_correct[index],
-        train_loss=results.train_loss[index],
-        diverged_at=results.diverged_at[index],
-        diagnostics={k: v[index] for k, v in results.diagnostics.items()},
-    )
 
 
 def _save_results(path: Path, results: Results) -> None:
@@ -381,20 +369,6 @@ def _seed_chunk(
     return size
 
 
-def concat_results(parts: Sequence[Results]) -> Results:
-    """Joins per-group results along the seed axis."""
-    first = parts[0]
-    cat = lambda *xs: np.concatenate(xs, axis=0)  # noqa: E731
-    return Results(
-        correct=cat(*(p.correct for p in parts)),
-        count=first.count,
-        init_correct=cat(*(p.init_correct for p in parts)),
-        train_loss=cat(*(p.train_loss for p in parts)),
-        diverged_at=cat(*(p.diverged_at for p in parts)),
-        diagnostics={k: cat(*(p.diagnostics[k] for p in parts)) for k in first.diagnostics},
-    )
-
-
 def run_seeds(
     run: Run,
     seeds: Sequence[int],
@@ -454,17 +428,17 @@ def run_seeds(
         init = init or (lambda group: run.init(seed_keys(group)))
         fingerprint = {
             **dict(fingerprint or {}),
-            "num_tasks": run.scenario.num_tasks,
-            "chunk_size": run.chunk_size,
-            "batch_size": run.batch_size,
-            "epochs_per_task": run.epochs_per_task,
+            "num_tasks": run.spec.num_tasks,
+            "chunk_size": run.spec.chunk_size,
+            "batch_size": run.spec.batch_size,
+            "epochs_per_task": run.spec.epochs_per_task,
         }
         groups = [seeds[i : i + seed_chunk_size] for i in range(0, len(seeds), seed_chunk_size)]
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(seeds) * run.scenario.num_tasks, desc="seed-tasks", leave=False)
+            bar = tqdm(total=len(seeds) * run.spec.num_tasks, desc="seed-tasks", leave=False)
         parts = []
         with _deferred_signals():
             for group in groups:
@@ -478,4 +452,4 @@ def run_seeds(
                     raise _interrupted(f"after finishing seeds {group[0]}..{group[-1]}", directory)
     if bar is not None:
         bar.close()
-    return concat_results(parts)
+    return concatenate_results(parts)

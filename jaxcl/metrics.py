@@ -10,10 +10,16 @@ Single task (T = 1): every metric defined as a mean over an empty set of earlier
 (BWT, FWT, all forgetting variants) is defined as **0.0** here. There is nothing to forget
 or transfer, and 0.0 keeps T = 1 runs (e.g. an iid oracle) finite and JSON-valid.
 
-References (formulas and library variants: jaxcl ``reference/peers.md`` §9):
-  Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory" (ACC, BWT, FWT).
-  Chaudhry et al. 2018, "Riemannian Walk" (A_k, forgetting).
-  Rebuffi et al. 2017, "iCaRL" (average incremental accuracy).
+References:
+  Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory", arXiv 1706.08840, §2 (ACC, BWT,
+  FWT); code ``facebookresearch/GradientEpisodicMemory`` ``metrics/metrics.py``
+  (``confusion_matrix``).
+  Chaudhry et al. 2018, "Riemannian Walk", arXiv 1801.10112 (A_k, the forgetting measure).
+  Rebuffi et al. 2017, "iCaRL", arXiv 1611.07725 (average incremental accuracy).
+  Library variants: Mammoth, ``aimagelab/mammoth`` ``utils/metrics.py`` (``forgetting``
+  with the last row in the max, ``forward_transfer``); Avalanche,
+  ``ContinualAI/avalanche`` ``avalanche/evaluation/metrics/forgetting_bwt.py``
+  (``StreamForgetting``: from the diagonal, no max).
 """
 
 from __future__ import annotations
@@ -27,16 +33,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl import _checks
 from jaxcl.io import finite_or_none
+
+__all__ = [
+    "accuracy_after_each_task",
+    "average_accuracy",
+    "average_incremental_accuracy",
+    "backward_transfer",
+    "difference_ci95",
+    "forgetting",
+    "forgetting_from_diagonal",
+    "forgetting_max_all",
+    "forward_transfer",
+    "learning_accuracy",
+    "mean_ci95",
+    "pooled_accuracy",
+    "summarize",
+    "summary_table",
+    "t_quantile_975",
+]
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 
-def _check_square(R: ArrayLike) -> Array:
+def _check_square(R: ArrayLike, name: str = "R") -> Array:
     R = jnp.asarray(R)
-    if R.ndim < 2 or R.shape[-1] != R.shape[-2] or R.shape[-1] < 1:
-        raise ValueError(f"R must have shape [..., T, T] with T >= 1, got shape {R.shape}.")
+    T = max((1, *R.shape[-1:]))  # T = 0 and scalars fail as T = 1
+    _checks.shape(name, R, (..., T, T), "[..., T, T] with T >= 1")
     return R
 
 
@@ -134,17 +159,18 @@ def forward_transfer(R: ArrayLike, b: ArrayLike) -> Array:
     R = _check_square(R)
     b = jnp.asarray(b)
     T = R.shape[-1]
-    if b.ndim < 1 or b.shape[-1] != T:
-        raise ValueError(f"b must have shape [..., T] with T={T}, got shape {b.shape}.")
+    _checks.shape("b", b, (..., T), f"[..., T] with T = {T}")
     before = jnp.diagonal(R, offset=1, axis1=-2, axis2=-1)  # R[j−1, j], j = 1..T−1
     b_next = b[..., 1:]
     shape = jnp.broadcast_shapes(before.shape, b_next.shape)
     return _mean_or_zero(jnp.broadcast_to(before, shape) - jnp.broadcast_to(b_next, shape))
 
 
-def _forgetting_max(R: Array, last_row: int) -> Array:
-    """Mean over j < T−1 of ``max_{j ≤ l ≤ last_row} R[l, j] − R[T−1, j]``."""
+def _forgetting_max(R: ArrayLike, *, final_row: bool) -> Array:
+    """Mean over j < T−1 of ``max_{j ≤ l ≤ L} R[l, j] − R[T−1, j]``, L = T−1 or T−2."""
+    R = _check_square(R)
     T = R.shape[-1]
+    last_row = T - 1 if final_row else T - 2
     if T == 1:
         return jnp.zeros(R.shape[:-2], R.dtype)
     rows = R[..., : last_row + 1, : T - 1]
@@ -160,19 +186,18 @@ def forgetting(R: ArrayLike) -> Array:
     The max runs over rows *before* the final one, so F can be negative (backward transfer
     above every earlier accuracy). T = 1 gives 0.0.
 
-    Example:
-      >>> R = jnp.array([[0.9, 0.1], [0.6, 0.8]])
-      >>> round(float(forgetting(R)), 4), round(float(backward_transfer(R)), 4)
-      (0.3, -0.3)
-
     Args:
       R: ``[..., T, T]``.
 
     Returns:
       ``[...]``.
+
+    Example:
+      >>> R = jnp.array([[0.9, 0.1], [0.6, 0.8]])
+      >>> round(float(forgetting(R)), 4), round(float(backward_transfer(R)), 4)
+      (0.3, -0.3)
     """
-    R = _check_square(R)
-    return _forgetting_max(R, last_row=R.shape[-1] - 2)
+    return _forgetting_max(R, final_row=False)
 
 
 def forgetting_from_diagonal(R: ArrayLike) -> Array:
@@ -203,8 +228,7 @@ def forgetting_max_all(R: ArrayLike) -> Array:
     Returns:
       ``[...]``.
     """
-    R = _check_square(R)
-    return _forgetting_max(R, last_row=R.shape[-1] - 1)
+    return _forgetting_max(R, final_row=True)
 
 
 def learning_accuracy(R: ArrayLike) -> Array:
@@ -240,7 +264,7 @@ def pooled_accuracy(correct: ArrayLike, count: ArrayLike, *, seen_only: bool = F
     correct = jnp.asarray(correct)
     count = jnp.broadcast_to(jnp.asarray(count), correct.shape)
     if seen_only:
-        correct = _check_square(correct)
+        correct = _check_square(correct, "correct")
         seen = _tril(correct)
         correct = jnp.where(seen, correct, jnp.zeros_like(correct))
         count = jnp.where(seen, count, jnp.zeros_like(count))
@@ -264,9 +288,7 @@ def t_quantile_975(dof: int) -> float:
     Returns:
       t with P(T ≤ t) = 0.975, e.g. 12.7062 (ν=1), 2.7764 (ν=4), 2.2622 (ν=9).
     """
-    if isinstance(dof, bool) or int(dof) != dof or dof < 1:
-        raise ValueError(f"dof must be an integer >= 1, got dof={dof!r}.")
-    nu = int(dof)
+    nu = _checks.positive_int("dof", dof)
     if nu > 1000:
         z = 1.959963984540054
         g1 = (z**3 + z) / 4
@@ -321,7 +343,7 @@ def mean_ci95(
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 0:
-        raise ValueError(f"x must have at least one axis, got shape {x.shape}.")
+        _checks.fail("x.shape", "non-empty (x needs the axis to reduce)", x.shape)
     axis = axis % x.ndim
     with np.errstate(invalid="ignore", divide="ignore"):
         if ignore_nan:
@@ -391,9 +413,9 @@ def summarize(
     """
     R = _check_square(R)
     if (correct is None) != (count is None):
-        raise ValueError("correct and count must be given together, got only one of them.")
+        _checks.fail("correct and count", "given together or not at all", (correct, count))
     if correct is not None:
-        correct = _check_square(correct)
+        correct = _check_square(correct, "correct")
         count = jnp.broadcast_to(jnp.asarray(count), correct.shape)
     out = _summarize_jit(R, b, correct, count)
     return {k: np.array(v, dtype=np.float64) for k, v in out.items()}  # writable copies

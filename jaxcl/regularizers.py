@@ -6,7 +6,8 @@ NamedTuple state; ``jaxcl.learners.supervised(..., regularizer=r)`` adds
 path integral) and ``r.end_task`` at every task boundary, inside the engine's scan. They
 work with any model and optimizer (SDMLP + EWC included).
 
-All of them penalise ``λ Σ_i Ω_i (θ_i − θ*_i)²`` (no ½, as in the authors' code):
+All of them penalise ``λ Σ_i Ω_i (θ_i − θ*_i)²`` (no ½, as in the authors' code), with
+λ their ``strength``:
 
 * EWC (one slot per task, ``online_reg=False``): ``Σ_t λ Σ_i F_{t,i} (θ_i − θ*_{t,i})²``,
   kept exactly in O(1) memory by merging quadratics (:class:`QuadraticState`).
@@ -15,8 +16,8 @@ All of them penalise ``λ Σ_i Ω_i (θ_i − θ*_i)²`` (no ½, as in the autho
 
 The hyperparameter defaults reproduce the SDM authors' code (``TrentBrick/
 SDMContinualLearner`` ``models/CL_Benchmarks.py``, itself from GT-RIPL's
-Continual-Learning-Benchmark; algorithms.md §5(a)): importance from 6 batches of 512
-random examples of the finished task (``boundary_examples = 3072``), the EWC Fisher
+Continual-Learning-Benchmark; Bricken et al. App. G.1, Eq. 18): importance from 6 batches
+of 512 random examples of the finished task (``boundary_examples = 3072``), the EWC Fisher
 divided by 5·512, labels the model's own predictions, and the softmax temperature β.
 
 References:
@@ -34,8 +35,25 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcl import _checks
+from jaxcl._registry import Registry
 from jaxcl.losses import mask_logits
 from jaxcl.types import Batch
+
+__all__ = [
+    "REGULARIZERS",
+    "QuadraticState",
+    "Regularizer",
+    "SIState",
+    "ewc",
+    "get_regularizer",
+    "l2",
+    "mas",
+    "merge_quadratic",
+    "quadratic_penalty",
+    "si",
+    "tempered_nll",
+]
 
 PyTree = Any
 LogitsFn = Callable[[PyTree, jax.Array], jax.Array]  # (params, x [B, D]) -> logits [B, C]
@@ -52,8 +70,7 @@ class Regularizer(NamedTuple):
         task and ``logits_fn(params, x)`` is the model in evaluation mode.
       step: ``(state, old_params, new_params, logits_fn, batch) -> state`` after every
         optimizer update, or None.
-      boundary_examples: examples ``end_task`` needs; the engine only calls ``end_task``
-        when this is >= 1.
+      boundary_examples: examples ``end_task`` needs (0: none).
     """
 
     init: Callable[[PyTree], PyTree]
@@ -87,22 +104,9 @@ class SIState(NamedTuple):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_nonnegative(name: str, value: float) -> float:
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {name}={value!r}.")
-    return float(value)
-
-
-def _check_positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {name}={value!r}.")
-    return float(value)
-
-
 def _check_batches(num_batches: int, batch_size: int) -> None:
-    for name, value in [("num_batches", num_batches), ("batch_size", batch_size)]:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {name}={value!r}.")
+    _checks.positive_int("num_batches", num_batches)
+    _checks.positive_int("batch_size", batch_size)
 
 
 def _zeros_state(params: PyTree) -> QuadraticState:
@@ -176,7 +180,7 @@ def tempered_nll(logits: jax.Array, labels: jax.Array, valid: jax.Array, beta: f
 
 def ewc(
     *,
-    coefficient: float,
+    strength: float,
     beta: float = 1.0,
     predicted_labels: bool = True,
     num_batches: int = 6,
@@ -200,7 +204,7 @@ def ewc(
     (:func:`merge_quadratic`).
 
     Args:
-      coefficient: λ >= 0.
+      strength: λ >= 0.
       beta: softmax temperature β > 0 of the Fisher's log-likelihood.
       predicted_labels: use the model's argmax (True, the authors') or the true labels.
       num_batches: batches of the Fisher estimate.
@@ -210,12 +214,12 @@ def ewc(
     Returns:
       A :class:`Regularizer` with :class:`QuadraticState`.
     """
-    lam = _check_nonnegative("coefficient (λ)", coefficient)
-    beta = _check_positive("beta (β)", beta)
+    lam = _checks.non_negative("strength", strength, scalar=True)
+    beta = _checks.positive("beta", beta, scalar=True)
     _check_batches(num_batches, batch_size)
     if divisor is None:
         divisor = max(num_batches - 1, 1) * batch_size
-    divisor = _check_positive("divisor", divisor)
+    divisor = _checks.positive("divisor", divisor, scalar=True)
 
     def end_task(params, state, logits_fn, batch, key):
         del key
@@ -245,7 +249,7 @@ def ewc(
 
 def mas(
     *,
-    coefficient: float,
+    strength: float,
     num_batches: int = 6,
     batch_size: int = 512,
     divisor: float | None = None,
@@ -261,7 +265,7 @@ def mas(
     task at 512) although only 6 are used; ``divisor=None`` uses ``num_batches``.
 
     Args:
-      coefficient: λ >= 0 (SDM paper: 0.5 on Split-MNIST).
+      strength: λ >= 0 (SDM paper: 0.5 on Split-MNIST).
       num_batches: batches used.
       batch_size: examples per batch.
       divisor: normaliser (> 0), None for ``num_batches``.
@@ -269,9 +273,9 @@ def mas(
     Returns:
       A :class:`Regularizer` with :class:`QuadraticState`.
     """
-    lam = _check_nonnegative("coefficient (λ)", coefficient)
+    lam = _checks.non_negative("strength", strength, scalar=True)
     _check_batches(num_batches, batch_size)
-    divisor = _check_positive("divisor", num_batches if divisor is None else divisor)
+    divisor = _checks.positive("divisor", num_batches if divisor is None else divisor, scalar=True)
 
     def end_task(params, state, logits_fn, batch, key):
         del key
@@ -301,7 +305,7 @@ def mas(
 # ----------------------------------------------------------------------------- SI
 
 
-def si(*, coefficient: float, beta: float = 1.0, damping: float = 0.1) -> Regularizer:
+def si(*, strength: float, beta: float = 1.0, damping: float = 0.1) -> Regularizer:
     """Synaptic Intelligence (online): importance from each weight's path integral.
 
     After every optimizer step, with g the gradient of the *unregularised* loss at the old
@@ -321,16 +325,16 @@ def si(*, coefficient: float, beta: float = 1.0, damping: float = 0.1) -> Regula
     is only used for ω.
 
     Args:
-      coefficient: λ >= 0 (SDM paper: 1500 on Split-MNIST).
+      strength: λ >= 0 (SDM paper: 1500 on Split-MNIST).
       beta: softmax temperature β > 0 of the unregularised loss (SDM paper: 0.005).
       damping: ξ >= 0.
 
     Returns:
       A :class:`Regularizer` with :class:`SIState`.
     """
-    lam = _check_nonnegative("coefficient (λ)", coefficient)
-    beta = _check_positive("beta (β)", beta)
-    damping = _check_nonnegative("damping (ξ)", damping)
+    lam = _checks.non_negative("strength", strength, scalar=True)
+    beta = _checks.positive("beta", beta, scalar=True)
+    damping = _checks.non_negative("damping", damping, scalar=True)
 
     def init(params):
         return SIState(_zeros_state(params), jax.tree.map(jnp.zeros_like, params))
@@ -364,23 +368,22 @@ def si(*, coefficient: float, beta: float = 1.0, damping: float = 0.1) -> Regula
         penalty=lambda params, state: lam * quadratic_penalty(params, state.quadratic),
         end_task=end_task,
         step=step,
-        boundary_examples=1,  # needs no data, but the engine calls end_task only if >= 1
     )
 
 
 # ----------------------------------------------------------------------------- L2
 
 
-def l2(*, coefficient: float) -> Regularizer:
+def l2(*, strength: float) -> Regularizer:
     """L2 to the last task's parameters: Ω = 1, θ* ← θ at every boundary.
 
     Args:
-      coefficient: λ >= 0 (SDM paper: 10 in its Table 9).
+      strength: λ >= 0 (SDM paper: 10 in its Table 9).
 
     Returns:
       A :class:`Regularizer` with :class:`QuadraticState`.
     """
-    lam = _check_nonnegative("coefficient (λ)", coefficient)
+    lam = _checks.non_negative("strength", strength, scalar=True)
 
     def end_task(params, state, logits_fn, batch, key):
         del logits_fn, batch, key
@@ -390,24 +393,22 @@ def l2(*, coefficient: float) -> Regularizer:
         init=_zeros_state,
         penalty=lambda params, state: lam * quadratic_penalty(params, state),
         end_task=end_task,
-        boundary_examples=1,  # needs no data, but the engine calls end_task only if >= 1
     )
 
 
-REGULARIZERS: dict[str, Callable[..., Regularizer]] = {
-    "ewc": ewc,
-    "mas": mas,
-    "si": si,
-    "l2": l2,
-}
+REGULARIZERS: Registry[Callable[..., Regularizer]] = Registry(
+    "regularizer", {"ewc": ewc, "mas": mas, "si": si, "l2": l2}
+)
 
 
 def get_regularizer(name: str, **hparams: Any) -> Regularizer:
     """The regulariser ``name`` (``"ewc"``, ``"mas"``, ``"si"``, ``"l2"``) with ``hparams``.
 
+    Example: ``get_regularizer("ewc", strength=200.0, beta=0.005)``.
+
     Raises:
-      ValueError: unknown name (the message lists the valid ones) or bad values.
+      ValueError: unknown name (the message lists the valid ones, sorted) or bad values.
+      TypeError: a hyperparameter the regulariser does not take (the message names the
+        ones it takes), a required one missing, or one of the wrong type.
     """
-    if name not in REGULARIZERS:
-        raise ValueError(f"Unknown regularizer {name!r}; valid names: {', '.join(REGULARIZERS)}.")
-    return REGULARIZERS[name](**hparams)
+    return REGULARIZERS.build(name, **hparams)

@@ -1,6 +1,6 @@
 """Experiment outputs: results.json, table.md and plots, always written atomically.
 
-Every ``experiments/*.py`` writes the same ``results.json`` shape::
+Every experiment (:func:`jaxcl.cli.run_experiment`) writes the same ``results.json`` shape::
 
     {"experiment": str, "config": {...}, "jaxcl_version": str,
      "rows": [{"method": str, "metrics": {name: {"mean", "ci95", "per_seed"}}, ...}]}
@@ -26,10 +26,13 @@ from jaxcl import __version__, metrics
 from jaxcl.io import atomic_write_bytes, atomic_write_text, finite_or_none, read_json, write_json
 
 __all__ = [
+    "diverged_seeds",
     "figure",
+    "format_stat",
     "markdown_table",
     "merge_rows",
     "per_seed",
+    "plot_accuracy_curves",
     "read_results",
     "result_row",
     "save_figure",
@@ -105,9 +108,14 @@ def per_seed(row: Mapping[str, Any]) -> dict[str, np.ndarray]:
     }
 
 
-def _cell(stat: Mapping[str, Any] | None, scale: float, digits: int) -> str:
+def format_stat(stat: Mapping[str, Any] | None, *, percent: bool = True, digits: int = 1) -> str:
+    """A metric of a row as ``"mean ± ci95"`` (``"–"`` when missing), diverged seeds noted.
+
+    ``percent`` shows fractions as percentages; ``digits`` decimals are shown.
+    """
     if stat is None or stat.get("mean") is None:
         return "–"
+    scale = 100.0 if percent else 1.0
     text = f"{stat['mean'] * scale:.{digits}f}"
     if stat.get("ci95") is not None:
         text += f" ± {stat['ci95'] * scale:.{digits}f}"
@@ -147,7 +155,7 @@ def markdown_table(
     for row in rows:
         cells = [str(row["method"])]
         for name in metrics:
-            cells.append(_cell(row["metrics"].get(name), scale, digits))
+            cells.append(format_stat(row["metrics"].get(name), percent=percent, digits=digits))
             if name in with_paper:
                 ref = paper.get(row["method"], {}).get(name)
                 cells.append("–" if ref is None else f"{ref * scale:.{digits}f}")
@@ -182,6 +190,44 @@ def figure(*args: Any, **kwargs: Any) -> Any:
     return plt.subplots(*args, **kwargs)
 
 
+def plot_accuracy_curves(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    floor: float | None = None,
+) -> Path:
+    """Accuracy on all test images after each task: a PNG with a line per row.
+
+    Each row's seed mean is a line with dots, its seeds are faint lines of the same colour
+    (from ``"pooled_acc_after_task"``; rows without it are left out); rows after the
+    tenth are dashed. ``floor`` (e.g. the accuracy of a model that knows only the last
+    task) is drawn dotted.
+    """
+    fig, ax = figure(figsize=(7, 4.5))
+    from matplotlib.ticker import MaxNLocator  # after figure() chose the Agg backend
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curves = [r for r in rows if "pooled_acc_after_task" in r]
+    for i, row in enumerate(curves):
+        per_seed = np.asarray(row["pooled_acc_after_task"], dtype=np.float64)  # null -> NaN
+        tasks = np.arange(1, per_seed.shape[1] + 1)
+        style = {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--"}
+        ax.plot(tasks, per_seed.T, alpha=0.25, lw=0.8, **style)
+        mean, _ = metrics.mean_ci95(per_seed, ignore_nan=True)
+        ax.plot(tasks, mean, marker=".", label=row["method"], **style)
+    if floor is not None:
+        ax.axhline(floor, color="gray", ls=":", label="forgetting floor")
+    ax.set(xlabel="tasks trained", ylabel="accuracy on all test images", title=title, ylim=(0, 1))
+    ax.legend(fontsize=7, ncol=2 if len(curves) > 10 else 1)
+    return save_figure(fig, path)
+
+
+def diverged_seeds(results: Any) -> dict[int, int]:
+    """``{seed: step}`` of the seeds of :class:`jaxcl.engine.Results` whose loss diverged."""
+    return {int(s): int(results.diverged_at[s]) for s in np.flatnonzero(results.diverged)}
+
+
 def result_row(method: str, results: Any, **extra: Any) -> dict[str, Any]:
     """A results.json row from :class:`jaxcl.engine.Results`.
 
@@ -194,7 +240,10 @@ def result_row(method: str, results: Any, **extra: Any) -> dict[str, Any]:
     with the step where their loss stopped being finite.
     """
     per_seed = metrics.summarize(
-        results.accuracy, b=results.init_accuracy, correct=results.correct, count=results.count
+        results.accuracy,
+        b=results.init_accuracy,
+        correct=results.correct,
+        count=results.count[:, None],
     )
     diverged = np.asarray(results.diverged)
     for values in per_seed.values():
@@ -202,6 +251,6 @@ def result_row(method: str, results: Any, **extra: Any) -> dict[str, Any]:
     curve = np.where(diverged[:, None], np.nan, results.pooled_accuracy)
     row: dict[str, Any] = {"method": method, "metrics": metrics.summary_table(per_seed)}
     row["pooled_acc_after_task"] = [[finite_or_none(v) for v in seed] for seed in curve]
-    row["diverged_seeds"] = {int(s): int(results.diverged_at[s]) for s in np.flatnonzero(diverged)}
+    row["diverged_seeds"] = diverged_seeds(results)
     row.update(extra)
     return row

@@ -15,13 +15,29 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl import _checks
 from jaxcl import data as data_lib
+from jaxcl._registry import Registry
+
+__all__ = [
+    "HEADS",
+    "SCENARIOS",
+    "Scenario",
+    "class_pairs",
+    "from_class_groups",
+    "get_scenario",
+    "permutations",
+    "permuted",
+    "sequence",
+    "split",
+]
 
 HEADS = ("shared", "task")
 
@@ -86,36 +102,27 @@ def _pad_rows(rows: Sequence[np.ndarray], name: str) -> tuple[np.ndarray, np.nda
     counts = np.asarray([len(r) for r in rows], np.int32)
     empty = [i for i, c in enumerate(counts) if c == 0]
     if empty:
-        raise ValueError(f"task(s) {empty} have no {name} examples; every task needs some")
+        raise ValueError(f"every task must have {name} examples, got none in task(s) {empty}")
     padded = np.zeros((len(rows), counts.max()), np.int32)
     for i, r in enumerate(rows):
         padded[i, : len(r)] = r
     return padded, counts
 
 
-def _check_head(head: str) -> None:
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-
-
-def _check_count(name: str, value: object, *, optional: bool = False) -> None:
-    """Refuses anything but an int >= 1 (or None when ``optional``).
+def _check_subset_size(name: str, value: object) -> None:
+    """Refuses anything but None or an int >= 1.
 
     A size goes into a slice ``[:n]``, where -1 would silently drop the last example and a
     float or bool would be misread, so each is refused by name.
     """
-    allowed = ("None or " if optional else "") + "an int >= 1"
-    if optional and value is None:
-        return
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if value is not None:
+        _checks.positive_int(name, value)
 
 
 def from_class_groups(
     data: data_lib.ArrayDataset,
     groups: Sequence[Sequence[int]],
+    /,
     *,
     head: str = "shared",
     input_perm: np.ndarray | None = None,
@@ -140,20 +147,15 @@ def from_class_groups(
       ValueError, TypeError: an unknown head, bad groups, or a subset size that is not None
         or an int >= 1.
     """
-    _check_head(head)
-    _check_count("max_train_per_task", max_train_per_task, optional=True)
-    _check_count("max_test_per_task", max_test_per_task, optional=True)
-    if data.train_x.ndim != 2:
-        raise ValueError(f"inputs must be flattened [N, D], got shape {data.train_x.shape}")
+    _checks.one_of("head", head, HEADS)
+    _check_subset_size("max_train_per_task", max_train_per_task)
+    _check_subset_size("max_test_per_task", max_test_per_task)
+    _checks.rank("data.train_x", data.train_x, 2, "flattened, [N, D]")
     if not groups:
-        raise ValueError("groups is empty: a scenario needs at least one task")
+        _checks.fail("groups", "non-empty (a scenario needs at least one task)", groups)
     for g in groups:
-        bad = [c for c in g if not 0 <= c < data.num_classes]
-        if bad or not g:
-            raise ValueError(
-                f"class group {tuple(g)} must be non-empty with classes in "
-                f"[0, {data.num_classes}), got invalid {bad}"
-            )
+        if not g or not all(0 <= c < data.num_classes for c in g):
+            _checks.fail("a class group", f"non-empty, of classes in [0, {data.num_classes})", g)
     train_rows = [np.flatnonzero(np.isin(data.train_y, g))[:max_train_per_task] for g in groups]
     test_rows = [np.flatnonzero(np.isin(data.test_y, g))[:max_test_per_task] for g in groups]
     class_mask = np.zeros((len(groups), data.num_classes), bool)
@@ -173,7 +175,7 @@ def _build(
     input_perm: np.ndarray | None = None,
 ) -> Scenario:
     if len(names) != len(train_rows):
-        raise ValueError(f"task_names has {len(names)} entries for {len(train_rows)} tasks")
+        _checks.fail("task_names", f"one name for each of the {len(train_rows)} tasks", names)
     train_idx, train_count = _pad_rows(train_rows, "training")
     test_idx, test_count = _pad_rows(test_rows, "test")
     return Scenario(
@@ -194,24 +196,42 @@ def _build(
 
 
 def split(
-    data: data_lib.ArrayDataset, *, classes_per_task: int = 2, head: str = "shared", **kwargs
+    data: data_lib.ArrayDataset,
+    /,
+    *,
+    classes_per_task: int = 2,
+    head: str = "shared",
+    max_train_per_task: int | None = None,
+    max_test_per_task: int | None = None,
 ) -> Scenario:
-    """Split-X: consecutive class groups {0,1}, {2,3}, ... (Split-MNIST for MNIST)."""
+    """Split-X: consecutive class groups {0,1}, {2,3}, ... (Split-MNIST for MNIST).
+
+    ``head`` and the subset sizes as in :func:`from_class_groups`.
+    """
     c = data.num_classes
-    _check_count("classes_per_task", classes_per_task)
-    if not 1 <= classes_per_task <= c or c % classes_per_task:
-        raise ValueError(
-            f"classes_per_task must divide num_classes={c} and lie in [1, {c}], "
-            f"got {classes_per_task}"
-        )
+    _checks.positive_int("classes_per_task", classes_per_task)
+    if c % classes_per_task:
+        _checks.fail("classes_per_task", f"a divisor of num_classes = {c}", classes_per_task)
     groups = [tuple(range(i, i + classes_per_task)) for i in range(0, c, classes_per_task)]
-    return from_class_groups(data, groups, head=head, **kwargs)
+    sizes = dict(max_train_per_task=max_train_per_task, max_test_per_task=max_test_per_task)
+    return from_class_groups(data, groups, head=head, **sizes)
 
 
-def class_pairs(data: data_lib.ArrayDataset, *, head: str = "shared", **kwargs) -> Scenario:
-    """Every pair of classes as a task, in lexicographic order: (0,1), (0,2), ..., (8,9)."""
+def class_pairs(
+    data: data_lib.ArrayDataset,
+    /,
+    *,
+    head: str = "shared",
+    max_train_per_task: int | None = None,
+    max_test_per_task: int | None = None,
+) -> Scenario:
+    """Every pair of classes as a task, in lexicographic order: (0,1), (0,2), ..., (8,9).
+
+    ``head`` and the subset sizes as in :func:`from_class_groups`.
+    """
     groups = list(itertools.combinations(range(data.num_classes), 2))
-    return from_class_groups(data, groups, head=head, **kwargs)
+    sizes = dict(max_train_per_task=max_train_per_task, max_test_per_task=max_test_per_task)
+    return from_class_groups(data, groups, head=head, **sizes)
 
 
 def permutations(num_tasks: int, dim: int, *, seed: int, identity_first: bool) -> np.ndarray:
@@ -225,6 +245,7 @@ def permutations(num_tasks: int, dim: int, *, seed: int, identity_first: bool) -
 
 def permuted(
     data: data_lib.ArrayDataset,
+    /,
     *,
     num_tasks: int,
     seed: int = 0,
@@ -235,9 +256,10 @@ def permuted(
     """Permuted-X: every task holds all classes under its own fixed pixel permutation.
 
     Domain-incremental: one shared head, the same labels in every task. The permutations
-    come from ``seed`` and are shared by every run seed, as usual for this benchmark.
+    come from ``seed`` and are shared by every run seed, as usual for this benchmark. The
+    subset sizes are as in :func:`from_class_groups`.
     """
-    _check_count("num_tasks", num_tasks)
+    _checks.positive_int("num_tasks", num_tasks)
     perms = permutations(
         num_tasks, data.train_x.shape[-1], seed=seed, identity_first=identity_first
     )
@@ -254,6 +276,7 @@ def permuted(
 
 def sequence(
     datasets: Sequence[tuple[str, data_lib.ArrayDataset]],
+    /,
     *,
     label_offset: bool = False,
     head: str = "shared",
@@ -266,12 +289,12 @@ def sequence(
         as the CLASSP code does); True gives each dataset its own label range.
       head: see the module docstring.
     """
-    _check_head(head)
+    _checks.one_of("head", head, HEADS)
     if not datasets:
-        raise ValueError("datasets is empty: a sequence needs at least one dataset")
+        _checks.fail("datasets", "non-empty (a sequence needs at least one dataset)", datasets)
     dims = {d.train_x.shape[1:] for _, d in datasets}
     if len(dims) != 1:
-        raise ValueError(f"all datasets must have the same input shape, got {sorted(dims)}")
+        _checks.fail("the datasets' input shapes", "all the same", sorted(dims))
     offsets = (
         np.cumsum([0] + [d.num_classes for _, d in datasets])[:-1]
         if label_offset
@@ -301,17 +324,28 @@ def sequence(
     return _build(merged, train_rows, test_rows, class_mask, names, head)
 
 
-SCENARIOS = {"split": split, "class_pairs": class_pairs, "permuted": permuted}
+SCENARIOS: Registry[Callable[..., Scenario]] = Registry(
+    "scenario",
+    {"split": split, "class_pairs": class_pairs, "permuted": permuted, "sequence": sequence},
+)
 
 
-def get_scenario(name: str, data: data_lib.ArrayDataset, **kwargs) -> Scenario:
-    """Builds the single-dataset scenario ``name`` (see :data:`SCENARIOS`) from ``data``.
+def get_scenario(
+    name: str,
+    data: data_lib.ArrayDataset | Sequence[tuple[str, data_lib.ArrayDataset]],
+    /,
+    **hparams: Any,
+) -> Scenario:
+    """Builds the scenario ``name`` of :data:`SCENARIOS` from ``data`` with ``hparams``.
 
-    Dataset sequences take several datasets: use :func:`sequence` directly.
+    Args:
+      name: ``"split"``, ``"class_pairs"``, ``"permuted"`` or ``"sequence"``.
+      data: a preprocessed dataset, or for ``"sequence"`` its ``(name, dataset)`` pairs.
+      **hparams: the keyword arguments of that function, e.g. ``num_tasks=10``.
 
     Raises:
-      ValueError: unknown ``name``; the message lists the valid names.
+      ValueError: unknown ``name`` (the message lists the valid ones, sorted) or bad values.
+      TypeError: a hyperparameter the scenario does not take (the message names the ones it
+        takes), a required one missing, or one of the wrong type.
     """
-    if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; valid names: {', '.join(SCENARIOS)}")
-    return SCENARIOS[name](data, **kwargs)
+    return SCENARIOS.build(name, data, **hparams)

@@ -11,23 +11,14 @@ References:
 
 from __future__ import annotations
 
-import operator
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
+from jaxcl import _checks
+
+__all__ = ["gaba_coefficient", "linear_k"]
+
 Array = jax.Array
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    try:
-        ivalue = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a Python int, got {value!r}.") from None
-    if ivalue < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {name}={ivalue}.")
-    return ivalue
 
 
 def linear_k(epoch: jax.typing.ArrayLike, *, k_start: int, k_end: int, transition_epochs: int):
@@ -51,24 +42,17 @@ def linear_k(epoch: jax.typing.ArrayLike, *, k_start: int, k_end: int, transitio
       >>> [int(linear_k(e, k_start=1000, k_end=10, transition_epochs=200)) for e in (0, 1, 200)]
       [1000, 995, 10]
     """
-    k_end = _check_int("k_end", k_end, 1)
-    k_start = _check_int("k_start", k_start, k_end)
-    transition_epochs = _check_int("transition_epochs", transition_epochs, 1)
+    k_end = _checks.positive_int("k_end", k_end)
+    k_start = _checks.integer("k_start", k_start)
+    if k_start < k_end:
+        _checks.fail("k_start", f"an integer >= k_end = {k_end}", k_start)
+    transition_epochs = _checks.positive_int("transition_epochs", transition_epochs)
     e = jnp.maximum(jnp.asarray(epoch, jnp.int32), 0)
     drop = ((k_start - k_end) * e + transition_epochs - 1) // transition_epochs
     return jnp.clip(k_start - drop, k_end, k_start).astype(jnp.int32)
 
 
-def check_gaba_threshold(threshold: float) -> float:
-    """Returns ``threshold`` as a float if it is > 0, else raises ValueError."""
-    if not threshold > 0:
-        raise ValueError(
-            f"gaba_threshold (T, activations to switch) must be > 0, got T={threshold!r}."
-        )
-    return float(threshold)
-
-
-def gaba_coefficient(counts: jax.typing.ArrayLike, *, threshold: float) -> Array:
+def gaba_coefficient(counts: jax.typing.ArrayLike, *, switch_count: float) -> Array:
     """The GABA switch: each neuron's inhibition coefficient from its activation count.
 
     ``r_i = clip(−1 + 2·c_i / T, −1, 1)``. A new neuron (c = 0) has r = −1: the inhibitory
@@ -80,16 +64,16 @@ def gaba_coefficient(counts: jax.typing.ArrayLike, *, threshold: float) -> Array
     Args:
       counts: ``[width]`` activation counts (examples for which the neuron fired), any
         numeric dtype.
-      threshold: T > 0, the count at which inhibition is complete (authors: 5,000,000 on
-        Split-MNIST with 500 epochs per task).
+      switch_count: T > 0, the count at which the switch is complete, i.e. inhibition
+        is full (authors: 5,000,000 on Split-MNIST with 500 epochs per task).
 
     Returns:
       float32 array of ``counts``' shape, values in [−1, 1].
 
     Example:
-      >>> gaba_coefficient(jnp.array([0, 50, 100, 500]), threshold=100).tolist()
+      >>> gaba_coefficient(jnp.array([0, 50, 100, 500]), switch_count=100).tolist()
       [-1.0, 0.0, 1.0, 1.0]
     """
-    threshold = check_gaba_threshold(threshold)
+    switch_count = _checks.positive("switch_count", switch_count, scalar=True)
     c = jnp.asarray(counts, jnp.float32)
-    return jnp.clip(-1.0 + 2.0 * c / threshold, -1.0, 1.0)
+    return jnp.clip(-1.0 + 2.0 * c / switch_count, -1.0, 1.0)

@@ -56,9 +56,10 @@ class Learner(NamedTuple):
       update: ``(state, batch, key) -> (state, loss)``; one training step.
       predict: ``(state, x, task) -> logits``; ``x`` is ``[B, D]``.
       begin_task: ``(state, task, key) -> state`` before a task's first batch.
-      end_task: ``(state, batch, key) -> state`` after a task's last batch; ``batch`` holds
+      end_task: ``(state, batch, key) -> state`` after a task's last batch, or None; when
+        set, the engine calls it at every task boundary with a ``batch`` of
         ``boundary_examples`` random training examples of the finished task.
-      boundary_examples: how many examples ``end_task`` receives (0: none needed).
+      boundary_examples: how many examples ``end_task`` receives (0: a batch of 0 rows).
       diagnostics: ``state -> dict of arrays`` recorded after every task, or None.
     """
 
@@ -66,6 +67,6 @@ class Learner(NamedTuple):
     update: Callable[[PyTree, Batch, jax.Array], tuple[PyTree, jax.Array]]
     predict: Callable[[PyTree, jax.Array, jax.Array], jax.Array]
     begin_task: Callable[[PyTree, jax.Array, jax.Array], PyTree] = lambda s, t, k: s
-    end_task: Callable[[PyTree, Batch, jax.Array], PyTree] = lambda s, b, k: s
+    end_task: Callable[[PyTree, Batch, jax.Array], PyTree] | None = None
     boundary_examples: int = 0
     diagnostics: Callable[[PyTree], dict[str, jax.Array]] | None = None

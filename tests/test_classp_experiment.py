@@ -8,8 +8,6 @@ import pytest
 
 from experiments import classp
 
-needs_data = pytest.mark.needs_data("mnist", "fashion_mnist")
-
 
 def test_paper_mode_is_gated_sgd_on_task_1_then_thresholded_classp():
     config = classp.config_for("classp_paper", thresholds=(0.0, 0.5))
@@ -34,7 +32,7 @@ def test_every_method_builds_its_optimizer():
         assert np.all(np.isfinite(u["w"])) and np.all(np.asarray(u["w"]) < 0), method
 
 
-@needs_data
+@pytest.mark.needs_data("mnist", "fashion_mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
     rows = classp.main(
         ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "classp_paper"]

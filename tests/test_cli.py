@@ -107,7 +107,7 @@ def test_disk_full_while_writing_results_is_one_line_with_status_1(tmp_path, mon
     monkeypatch.setattr("jaxcl.io.atomic_write_bytes", full)
     monkeypatch.delenv("JAXCL_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_:
-        cli.main(stale_momentum.main, ["--quick", "--methods", "sgd", "--out", str(tmp_path)])
+        cli.main(stale_momentum.EXPERIMENT, ["--quick", "--methods", "sgd", "--out", str(tmp_path)])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -129,29 +129,37 @@ def rows_of(out):
 
 def test_runs_of_some_methods_merge_into_the_same_out(tmp_path):
     sm = stale_momentum
-    first = sm.main(["--quick", "--methods", "adam,masked_adam", "--out", str(tmp_path)])
-    sm.main(["--quick", "--methods", "sgd", "--out", str(tmp_path)])
+    first = cli.run_experiment(
+        sm.EXPERIMENT, ["--quick", "--methods", "adam,masked_adam", "--out", str(tmp_path)]
+    )
+    cli.run_experiment(sm.EXPERIMENT, ["--quick", "--methods", "sgd", "--out", str(tmp_path)])
     assert rows_of(tmp_path) == ["sgd", "adam", "masked_adam"]  # the table's order
     table = (tmp_path / "table.md").read_text()
     assert all(table.count(f"| {m} |") == 2 for m in ("sgd", "adam", "masked_adam"))
     assert "adam inflated after long quiescence: yes" in table  # claims from kept rows
     # A re-run method replaces its own row; the others stay as they were.
-    rows = sm.main(["--quick", "--methods", "adam", "--out", str(tmp_path)])
+    rows = cli.run_experiment(
+        sm.EXPERIMENT, ["--quick", "--methods", "adam", "--out", str(tmp_path)]
+    )
     assert [r["method"] for r in rows] == ["sgd", "adam", "masked_adam"]
     assert rows[2] == json.loads(json.dumps(first[1]))
 
 
 def test_rows_of_another_run_configuration_are_not_merged(tmp_path):
     sm = stale_momentum
-    sm.main(["--quick", "--methods", "adam,sgd", "--out", str(tmp_path)])
+    cli.run_experiment(sm.EXPERIMENT, ["--quick", "--methods", "adam,sgd", "--out", str(tmp_path)])
     with pytest.raises(
         cli.UsageError,
         match=r"rows \(sgd\) of another run configuration \(grad: 0\.2 there, 0\.5 now\)",
     ):
-        sm.main(["--quick", "--grad", "0.5", "--methods", "adam", "--out", str(tmp_path)])
+        cli.run_experiment(
+            sm.EXPERIMENT, ["--quick", "--grad", "0.5", "--methods", "adam", "--out", str(tmp_path)]
+        )
     assert rows_of(tmp_path) == ["sgd", "adam"]  # untouched
     # Re-running every old row with the new configuration writes fresh results.
-    sm.main(["--quick", "--grad", "0.5", "--methods", "adam,sgd", "--out", str(tmp_path)])
+    cli.run_experiment(
+        sm.EXPERIMENT, ["--quick", "--grad", "0.5", "--methods", "adam,sgd", "--out", str(tmp_path)]
+    )
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["config"]["grad"] == 0.5 and rows_of(tmp_path) == ["sgd", "adam"]
 
@@ -160,10 +168,10 @@ def test_results_of_another_experiment_or_unreadable_are_refused(tmp_path):
     report.write_results(tmp_path, experiment="sdm", config={}, rows=[])
     argv = ["--quick", "--methods", "sgd", "--out", str(tmp_path)]
     with pytest.raises(cli.UsageError, match="results of the experiment 'sdm'"):
-        stale_momentum.main(argv)
+        cli.run_experiment(stale_momentum.EXPERIMENT, argv)
     (tmp_path / "results.json").write_text('{"rows": [')
     with pytest.raises(cli.UsageError, match=r"results\.json' is not a readable results\.json"):
-        stale_momentum.main(argv)
+        cli.run_experiment(stale_momentum.EXPERIMENT, argv)
 
 
 def test_merge_rows_replaces_by_method_in_canonical_order():

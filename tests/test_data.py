@@ -157,7 +157,7 @@ def test_real_dataset_shapes_and_label_counts(name):
     ds = data.load(name)
     assert ds.train_x.shape == (60000, 28, 28, 1) and ds.train_x.dtype == np.uint8
     assert ds.test_x.shape == (10000, 28, 28, 1) and ds.num_classes == 10
-    if name == "mnist":  # published MNIST test counts (shared/data/README.md)
+    if name == "mnist":  # digits in MNIST's t10k-labels-idx1-ubyte (LeCun et al. 1998)
         expected = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
         np.testing.assert_array_equal(np.bincount(ds.test_y), expected)
     else:

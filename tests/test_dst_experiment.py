@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -169,6 +168,6 @@ def test_cifar100_resnet_pipeline_on_mocked_data(tmp_path, monkeypatch):
     run = dst.build_run(config, scenario, cells[0])
     state, _ = jax.eval_shape(lambda: dst.init_rows(run, cells)(range(4)))
     assert state.learner.config.counts.shape == (4, 7)  # 2 seeds x 2 cells, 7 layers
-    state, record = jax.eval_shape(run._chunk, state, jnp.int32(0), scenario)
-    assert record.correct.shape == (4, run.chunk_size, 5)
-    assert record.diagnostics["layer_density"].shape == (4, run.chunk_size, 7)
+    record = run.abstract_record(state)
+    assert record.correct.shape == (4, run.spec.chunk_size, 5)
+    assert record.diagnostics["layer_density"].shape == (4, run.spec.chunk_size, 7)

@@ -52,20 +52,31 @@ def test_every_example_seen_exactly_once_per_epoch(batch_size, epochs):
     np.testing.assert_array_equal(state.step, [steps, steps])
 
 
+def order_logging_learner(epochs):
+    """State: the rows of every batch position in training order (−1: padding)."""
+
+    def update(state, batch, key):
+        log, n = state
+        rows = jnp.where(batch.valid, batch.x[:, 0].astype(jnp.int32), -1)
+        return (jax.lax.dynamic_update_slice(log, rows, (n,)), n + rows.shape[0]), jnp.float32(0)
+
+    return types.Learner(
+        init=lambda key: (jnp.full((epochs * 24,), -2, jnp.int32), jnp.int32(0)),
+        update=update,
+        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
+    )
+
+
 def test_shuffling_differs_between_seeds_and_epochs():
-    ds = id_dataset()
-    sc = scenarios.split(ds, classes_per_task=4)
-    orders = []
-
-    def update(seen, batch, key):
-        return seen, jnp.float32(0.0)
-
-    run = engine.make_run(sc, counting_learner(23, 4), batch_size=4)
-    k0, k1 = jax.random.split(jax.random.PRNGKey(0))
-    for key in (k0, k1):
-        orders.append(np.asarray(run._shuffle(sc, jnp.int32(0), key)))
-    assert sorted(orders[0][:23]) == list(range(23))  # valid positions come first
-    assert not np.array_equal(orders[0], orders[1])
+    sc = scenarios.split(id_dataset(), classes_per_task=4)  # one task of 23 rows
+    run = engine.make_run(sc, order_logging_learner(2), batch_size=8, epochs_per_task=2)
+    state, _ = run.init(engine.seed_keys([0, 1]))
+    state, _ = run.run_chunk(state, 0)
+    epochs = np.asarray(state.learner[0]).reshape(2, 2, 24)  # [seed, epoch, position]
+    for order in epochs.reshape(4, 24):
+        assert sorted(order[:23]) == list(range(23)) and order[23] == -1  # padding last
+    assert not np.array_equal(epochs[0, 0], epochs[0, 1])  # a new order every epoch
+    assert not np.array_equal(epochs[0, 0], epochs[1, 0])  # and every seed
 
 
 def tiny_mlp_learner(lr=0.1):
@@ -187,15 +198,39 @@ def test_end_task_receives_examples_of_the_finished_task():
     assert hist.sum() == 60 and hist[0, 2:].sum() == 0 and hist[1, :2].sum() == 0
 
 
+def test_end_task_is_called_at_every_boundary_even_without_examples():
+    def end_task(state, batch, key):
+        calls, rows = state
+        return calls + 1, rows + batch.x.shape[0]
+
+    learner = types.Learner(
+        init=lambda key: (jnp.int32(0), jnp.int32(0)),
+        update=lambda s, b, k: (s, jnp.float32(0)),
+        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
+        end_task=end_task,
+    )
+    run = engine.make_run(blob_scenario(), learner, batch_size=10, chunk_size=2)
+    state, _ = run.init(engine.seed_keys([0, 1]))
+    state, _ = run.run_chunk(state, 0)
+    calls, rows = state.learner
+    np.testing.assert_array_equal(calls, [2, 2])  # once per task, for every seed
+    np.testing.assert_array_equal(rows, [0, 0])  # a batch of 0 rows
+
+
 @pytest.mark.parametrize(
-    "option,value", [("batch_size", 0), ("epochs_per_task", -1), ("chunk_size", 1.5)]
+    "option,value,error,message",
+    [
+        ("batch_size", 0, ValueError, "batch_size must be a positive integer, got 0"),
+        ("epochs_per_task", -1, ValueError, "epochs_per_task must be a positive integer, got -1"),
+        ("chunk_size", 1.5, TypeError, "chunk_size must be a positive integer, got 1.5"),
+        ("eval_batch_size", True, TypeError, "eval_batch_size must be a positive integer"),
+        ("eval_tasks", "some", ValueError, "eval_tasks must be one of 'all', 'current', 'seen'"),
+        ("shuffle", "yes", TypeError, "shuffle must be a bool, got 'yes'"),
+    ],
 )
-def test_bad_options_are_refused(option, value):
-    kwargs = {"batch_size": 8, option: value}
-    with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
-        engine.make_run(blob_scenario(), tiny_mlp_learner(), **kwargs)
-    with pytest.raises(ValueError, match="eval_tasks must be one of"):
-        engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=8, eval_tasks="some")
+def test_bad_options_are_refused(option, value, error, message):
+    with pytest.raises(error, match=message):
+        engine.make_run(blob_scenario(), tiny_mlp_learner(), **{"batch_size": 8, option: value})
 
 
 def test_batches_carry_the_global_epoch_index():
@@ -241,7 +276,7 @@ def test_per_task_epochs_skip_the_extra_epochs_and_number_epochs_globally():
     np.testing.assert_array_equal(seen, np.full((2, 5), 100))  # epoch 0 (task 0), 1..4 (task 1)
     np.testing.assert_array_equal(steps, [[7, 28], [7, 28]])  # ceil(100/16) per epoch
     np.testing.assert_array_equal(state.step, [35, 35])
-    assert run.epochs_per_task == (1, 4)
+    assert run.spec.epochs_per_task == (1, 4) and run.spec.first_epoch == (0, 1)
 
 
 def test_uniform_per_task_epochs_equal_the_integer_option():
@@ -251,26 +286,24 @@ def test_uniform_per_task_epochs_equal_the_integer_option():
     np.testing.assert_array_equal(a(keys).correct, b(keys).correct)
 
 
-@pytest.mark.parametrize("value", [(1,), (1, 0), (1, 2, 3), "12", (1.0, 2)])
-def test_bad_per_task_epochs_are_refused(value):
-    with pytest.raises(ValueError, match="sequence of 2 positive integers"):
+@pytest.mark.parametrize(
+    "value,error,message",
+    [
+        ((1,), ValueError, r"epochs_per_task must be a positive integer or a sequence of 2 "),
+        ((1, 2, 3), ValueError, r"\(one per task\), got \(1, 2, 3\)"),
+        ((1, 0), ValueError, r"epochs_per_task\[1\] must be a positive integer, got 0"),
+        ((1.0, 2), TypeError, r"epochs_per_task\[0\] must be a positive integer, got 1\.0"),
+        ("12", TypeError, "epochs_per_task must be a positive integer, got '12'"),
+    ],
+)
+def test_bad_per_task_epochs_are_refused(value, error, message):
+    with pytest.raises(error, match=message):
         engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=8, epochs_per_task=value)
 
 
 def test_without_shuffling_every_epoch_follows_the_stored_order():
-    ds = id_dataset()
-    sc = scenarios.split(ds, classes_per_task=4)  # one task: rows 0..22 in order
-
-    def update(state, batch, key):
-        log, n = state
-        rows = jnp.where(batch.valid, batch.x[:, 0].astype(jnp.int32), -1)
-        return (jax.lax.dynamic_update_slice(log, rows, (n,)), n + rows.shape[0]), jnp.float32(0)
-
-    learner = types.Learner(
-        init=lambda key: (jnp.full((2 * 24,), -2, jnp.int32), jnp.int32(0)),
-        update=update,
-        predict=lambda s, x, t: jnp.zeros((x.shape[0], 4)),
-    )
+    sc = scenarios.split(id_dataset(), classes_per_task=4)  # one task: rows 0..22 in order
+    learner = order_logging_learner(2)
     run = engine.make_run(sc, learner, batch_size=8, epochs_per_task=2, shuffle=False)
     state, _ = run.init(engine.seed_keys([0, 1]))
     state, _ = run.run_chunk(state, 0)
@@ -298,3 +331,31 @@ def test_seed_keys_are_one_prngkey_per_seed():
 def test_seed_keys_refuses_seeds_that_would_collide_or_truncate(seeds, error, message):
     with pytest.raises(error, match=message):
         engine.seed_keys(seeds)
+
+
+def test_results_are_a_seed_first_pytree_that_slices_and_concatenates():
+    run = engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=10)
+    both, alone = run(engine.seed_keys([4, 7])), run(engine.seed_keys([7]))
+    assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(both))
+    np.testing.assert_array_equal(both.count, np.tile(run.scenario.test_count, (2, 1)))
+    second = jax.tree.map(lambda x: x[1:], both)
+    for got, want in zip(jax.tree.leaves(second), jax.tree.leaves(alone), strict=True):
+        np.testing.assert_array_equal(got, want)
+    joined = engine.concatenate_results([jax.tree.map(lambda x: x[:1], both), alone])
+    for got, want in zip(jax.tree.leaves(joined), jax.tree.leaves(both), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(joined.accuracy, both.accuracy)
+
+
+def test_abstract_shapes_and_the_compiled_chunk_need_no_run():
+    run = engine.make_run(blob_scenario(), tiny_mlp_learner(), batch_size=10, chunk_size=2)
+    abstract = run.abstract_state(3)
+    state, init_correct = run.init(engine.seed_keys([0, 1, 2]))
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), abstract) == jax.tree.map(
+        lambda x: (x.shape, x.dtype), state
+    )
+    record = run.abstract_record(abstract)
+    assert record.correct.shape == (3, 2, 2) and record.train_loss.shape == (3, 2)
+    assert run.compiled_chunk(abstract).memory_analysis() is not None
+    state, _ = run.run_chunk(state, 0)  # reuses the program compiled from the shapes
+    assert run.num_compiles == 1 and init_correct.shape == (3, 2)

@@ -1,4 +1,5 @@
-"""The Hard ASH experiment end to end on real MNIST (quick configuration)."""
+"""The Hard ASH experiments: quick runs end to end on real MNIST, method names, the z_k
+effects."""
 
 import json
 
@@ -6,14 +7,14 @@ import numpy as np
 import pytest
 
 from experiments import hard_ash, hard_ash_permuted
-from jaxcl import checkpoint, engine
-
-pytestmark = pytest.mark.needs_data("mnist")
+from jaxcl import checkpoint, cli, engine
 
 
+@pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
-    rows = hard_ash.main(
-        ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "hard_ash+adagrad"]
+    rows = cli.run_experiment(
+        hard_ash.EXPERIMENT,
+        ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "hard_ash+adagrad"],
     )
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "hard_ash" and len(payload["rows"]) == 1
@@ -24,8 +25,9 @@ def test_quick_run_writes_the_contract_files(tmp_path):
     assert rows[0]["diverged_seeds"] == {}
 
 
+@pytest.mark.needs_data("mnist")
 def test_seed_alone_matches_seed_in_a_vmapped_run():
-    run = hard_ash.build_run(hard_ash.config_for("hard_ash+adagrad", quick=True))
+    run = hard_ash.build_run(hard_ash.configure(hard_ash.METHODS["hard_ash+adagrad"], quick=True))
     alone = run(engine.seed_keys([1]))
     together = run(engine.seed_keys([0, 1, 2]))
     np.testing.assert_allclose(alone.pooled_accuracy[0], together.pooled_accuracy[1], atol=5e-4)
@@ -33,28 +35,32 @@ def test_seed_alone_matches_seed_in_a_vmapped_run():
 
 def test_unknown_method_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match="valid names: hard_ash\\+adagrad"):
-        hard_ash.main(["--quick", "--out", str(tmp_path), "--methods", "hard_ash+lion"])
+        cli.run_experiment(
+            hard_ash.EXPERIMENT, ["--quick", "--out", str(tmp_path), "--methods", "hard_ash+lion"]
+        )
 
 
+@pytest.mark.needs_data("mnist")
 def test_rerunning_the_same_command_reuses_finished_methods(tmp_path):
     argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "relu+sgd"]
-    first = hard_ash.main(argv)
+    first = cli.run_experiment(hard_ash.EXPERIMENT, argv)
     group = tmp_path / "checkpoints" / "relu+sgd" / "seeds_0-1"
     assert (group / "results.npz").exists() and not (group / "steps").exists()
-    second = hard_ash.main(argv)
+    second = cli.run_experiment(hard_ash.EXPERIMENT, argv)
     assert first[0]["metrics"] == second[0]["metrics"]
 
 
 def test_config_holds_the_resolved_hyperparameters():
-    config = hard_ash.config_for("topk_subtract+adagrad", quick=True)
-    assert dict(config.optimizer_hparams) == hard_ash.OPTIMIZERS["adagrad"]
+    config = hard_ash.configure(hard_ash.METHODS["topk_subtract+adagrad"], quick=True)
+    assert dict(config.optimizer_hparams) == hard_ash.PINNED_OPTIMIZERS["adagrad"]
     assert dict(config.activation_hparams) == {"k": 6, "stop_gradient": False, "clip_max": 2.0}
 
 
+@pytest.mark.needs_data("mnist")
 def test_runs_merge_and_a_changed_hyperparameter_is_refused(tmp_path, monkeypatch):
     argv = ["--quick", "--seeds", "1", "--out", str(tmp_path), "--methods"]
-    hard_ash.main([*argv, "relu+sgd"])
-    rows = hard_ash.main([*argv, "hard_ash+adagrad"])
+    cli.run_experiment(hard_ash.EXPERIMENT, [*argv, "relu+sgd"])
+    rows = cli.run_experiment(hard_ash.EXPERIMENT, [*argv, "hard_ash+adagrad"])
     assert [r["method"] for r in rows] == ["hard_ash+adagrad", "relu+sgd"]  # the grid's order
     payload = json.loads((tmp_path / "results.json").read_text())
     assert [r["method"] for r in payload["rows"]] == ["hard_ash+adagrad", "relu+sgd"]
@@ -62,18 +68,19 @@ def test_runs_merge_and_a_changed_hyperparameter_is_refused(tmp_path, monkeypatc
     table = (tmp_path / "table.md").read_text()
     assert "| hard_ash+adagrad |" in table and "| relu+sgd |" in table
     # The finished relu+sgd read back from its checkpoint after an edit of its learning rate.
-    monkeypatch.setitem(hard_ash.OPTIMIZERS, "sgd", {"learning_rate": 1e-3})
+    monkeypatch.setitem(hard_ash.PINNED_OPTIMIZERS, "sgd", {"learning_rate": 1e-3})
     with pytest.raises(
         checkpoint.ConfigMismatchError,
         match=r"optimizer_hparams: checkpoint has \[\['learning_rate', 0\.0004\]\], now "
         r"\[\['learning_rate', 0\.001\]\]",
     ):
-        hard_ash.main([*argv, "relu+sgd"])
+        cli.run_experiment(hard_ash.EXPERIMENT, [*argv, "relu+sgd"])
 
 
 # ----------------------------------------------------------------- Permuted MNIST (z_k sweep)
 
 
+@pytest.mark.needs_data("mnist")
 def test_permuted_quick_run_writes_the_contract_files(tmp_path):
     methods = "hard_ash_zk0+adagrad,hard_ash+adagrad"
     argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", methods]
@@ -100,6 +107,7 @@ def test_permuted_quick_run_writes_the_contract_files(tmp_path):
     assert rows[0]["diverged_seeds"] == {}
 
 
+@pytest.mark.needs_data("mnist")
 def test_permuted_run_applies_permutations_per_batch():
     run = hard_ash_permuted.build_run(
         hard_ash_permuted.config_for("relu+sgd", quick=True, num_tasks=4)
@@ -129,3 +137,17 @@ def test_zk_effects_are_welch_differences_to_zk0():
         "stability +5.0 ± 63.5 points"
     ]
     assert hard_ash_permuted.zk_effects(rows[1:]) == []  # no z_k = 0 reference row
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_grid_cell_builds_a_valid_activation(quick):
+    # The --quick grid once failed at its first LWTA cell: 50 groups do not divide 64 units.
+    import jax.numpy as jnp
+
+    from jaxcl.activations import get_activation
+
+    for name, spec in hard_ash.METHODS.items():
+        config = hard_ash.configure(spec, quick=quick)
+        activation = get_activation(config.activation, **dict(config.activation_hparams))
+        out = activation(jnp.ones((2, config.hidden[-1])))
+        assert out.shape == (2, config.hidden[-1]), name

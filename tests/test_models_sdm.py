@@ -41,7 +41,7 @@ def active_per_example(model, variables, x):
 
 
 def test_weights_non_negative_and_unit_norm_after_every_step():
-    learner = sdm_learner(SDMLP(width=W, k=K, gaba_threshold=200.0))
+    learner = sdm_learner(SDMLP(width=W, k=K, gaba_switch_count=200.0))
     state = jax.jit(learner.init)(jax.random.PRNGKey(0))
 
     def step(state, key):
@@ -58,7 +58,7 @@ def test_weights_non_negative_and_unit_norm_after_every_step():
 
 
 def test_exactly_k_active_after_the_switch():
-    model = SDMLP(width=W, k=K, gaba_threshold=10.0)
+    model = SDMLP(width=W, k=K, gaba_switch_count=10.0)
     variables = init(model)
     x = jax.random.uniform(jax.random.PRNGKey(2), (64, D))
     # Before any count every neuron is excited (r = −1): all with a positive input fire.
@@ -79,7 +79,7 @@ def test_subtract_mask_and_relu_active_counts():
 
 
 def test_inhibition_value_has_no_gradient():
-    model = SDMLP(width=W, k=K, gaba_threshold=1.0)
+    model = SDMLP(width=W, k=K, gaba_switch_count=1.0)
     variables = {**init(model), "counters": {"activations": jnp.full((W,), 5, jnp.int32)}}
     x = jax.random.uniform(jax.random.PRNGKey(4), (1, D))
     kernel = variables["params"]["hidden"]["kernel"]
@@ -96,7 +96,7 @@ def test_inhibition_value_has_no_gradient():
 
 
 def test_counters_only_increase_count_valid_rows_and_only_in_training():
-    model = SDMLP(width=W, k=K, gaba_threshold=500.0)
+    model = SDMLP(width=W, k=K, gaba_switch_count=500.0)
     learner = sdm_learner(model)
     state = jax.jit(learner.init)(jax.random.PRNGKey(0))
     counts = [np.asarray(state.model_state["counters"]["activations"])]
@@ -156,12 +156,12 @@ def test_unit_activity_counts_firing_rows_in_chunks():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(k=W), rf"k={W} is out of range for width={W}: allowed 1 <= k < width"),
-        (dict(k=0), "k=0 is out of range"),
-        (dict(k=K, gaba_threshold=0.0), "gaba_threshold .* must be > 0, got T=0.0"),
-        (dict(k=K, inhibition="mask"), "schedule='gaba' needs inhibition='subtract'"),
-        (dict(k=K, schedule="cosine"), "schedule='cosine' is not one of"),
-        (dict(k=K, schedule="linear", k_start=2), r"k_start=2 must lie in \[k, width\]"),
+        (dict(k=W), rf"k must be below width = {W}, got {W}"),
+        (dict(k=0), "k must be a positive integer, got 0"),
+        (dict(k=K, gaba_switch_count=0.0), "gaba_switch_count must be > 0, got 0.0"),
+        (dict(k=K, inhibition="mask"), "inhibition must be 'subtract' with schedule='gaba'"),
+        (dict(k=K, schedule="cosine"), "schedule must be one of 'constant', 'gaba', 'linear'"),
+        (dict(k=K, schedule="linear", k_start=2), rf"k_start must be in \[k, width\] = \[{K}, "),
     ],
 )
 def test_bad_configuration_refused(kwargs, message):

@@ -40,7 +40,7 @@ def test_paper_mode_gates_elementwise_and_includes_current_gradient():
 def test_paper_mode_previous_sum_is_the_papers_formula():
     # S_0 = 1: step 1 divides by sqrt(1) (not by the current g), then S = [10, 1, 17];
     # step 2 divides by sqrt(S_1) = [sqrt 10, 1, -].
-    opt = jo.scale_by_classp(0.5, 2.0, 0.0, include_current=False, initial_accumulator=1.0)
+    opt = jo.scale_by_classp(0.5, 2.0, 0.0, include_current=False, initial_accumulator_value=1.0)
     (u1, u2), state = _run(
         opt, [jnp.array([3.0, 0.5, -4.0]), jnp.array([4.0, 1.0, 0.0])], jnp.zeros(3)
     )
@@ -114,7 +114,7 @@ def test_threshold_zero_power_two_paper_mode_is_adagrad(initial, eps):
         return {"w": jax.random.normal(kw, (3, 4)) * keep, "b": jax.random.normal(kb, (4,))}
 
     grads = [sparse_grads(k) for k in keys]
-    ours, _ = _run(jo.classp(0.01, 0.0, 2.0, eps, initial_accumulator=initial), grads, params)
+    ours, _ = _run(jo.classp(0.01, 0.0, 2.0, eps, initial_accumulator_value=initial), grads, params)
     ref, _ = _run(optax.adagrad(0.01, initial_accumulator_value=initial, eps=eps), grads, params)
     for a, b in zip(ours, ref, strict=True):
         chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-9)
@@ -197,9 +197,15 @@ def test_authors_vision_schedule():
         ({"threshold": 0.0, "power": 0.0}, "power must be > 0, got 0.0"),
         ({"threshold": 0.0, "power": -2.0}, "power must be > 0"),
         ({"threshold": 0.0, "eps": -1e-5}, "eps must be >= 0"),
-        ({"threshold": 0.0, "initial_accumulator": -1.0}, "initial_accumulator must be >= 0"),
-        ({"threshold": 0.0, "mode": "code_compat"}, r"mode must be one of \('paper', 'code'\)"),
-        ({"threshold": 0.0, "mode": "code", "include_current": False}, "include_current=False"),
+        (
+            {"threshold": 0.0, "initial_accumulator_value": -1.0},
+            "initial_accumulator_value must be >= 0",
+        ),
+        ({"threshold": 0.0, "mode": "code_compat"}, "mode must be one of 'code', 'paper', got"),
+        (
+            {"threshold": 0.0, "mode": "code", "include_current": False},
+            r"include_current must be True in mode='code' .*, got False",
+        ),
     ],
 )
 def test_bad_hyperparameters_are_refused(kwargs, match):

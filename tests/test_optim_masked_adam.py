@@ -275,9 +275,17 @@ def test_reset_moments_with_none_leaves_resets_the_masked_leaves():
 @pytest.mark.parametrize(
     "newly_active, error, match",
     [
-        ({"w": jnp.ones(3, bool), "b": None}, ValueError, r"newly_active\['w'\] has shape \(3,\)"),
-        ({"w": jnp.ones((3, 2), bool), "b": None}, ValueError, r"but the parameter has \(2, 3\)"),
-        ({"w": jnp.ones((2, 3), bool)}, ValueError, "newly_active must have the parameters'"),
+        (
+            {"w": jnp.ones(3, bool), "b": None},
+            ValueError,
+            r"newly_active\['w'\] must be of the parameter's shape \(2, 3\) .*, got \(3,\)",
+        ),
+        ({"w": jnp.ones((3, 2), bool), "b": None}, ValueError, r"shape \(2, 3\) .*, got \(3, 2\)"),
+        (
+            {"w": jnp.ones((2, 3), bool)},
+            ValueError,
+            "newly_active must be of the structure of a per-parameter buffer",
+        ),
         ({"w": jnp.ones((2, 3)), "b": None}, TypeError, r"newly_active\['w'\] must be a boolean"),
     ],
 )
@@ -288,7 +296,7 @@ def test_reset_moments_refuses_a_mask_that_matches_no_buffer(newly_active, error
 
 
 def test_reset_moments_refuses_fields_that_name_no_buffer():
-    with pytest.raises(ValueError, match=r"fields must name .*\['count', 'mu', 'nu'\].*'trace'"):
+    with pytest.raises(ValueError, match=r"fields must be .*'count', 'mu', 'nu', got \('trace',\)"):
         jo.reset_moments(_trained_state(None), jax.tree.map(jnp.isnan, _PARAMS), fields=("trace",))
 
 
@@ -296,7 +304,7 @@ def test_became_active_checks_its_masks():
     ok = {"w": jnp.ones((2, 3), bool), "b": None}
     with pytest.raises(ValueError, match=r"None only in new_mask\['b'\]"):
         jo.became_active({**ok, "b": jnp.ones(3, bool)}, ok)
-    with pytest.raises(ValueError, match=r"old_mask\['w'\] has shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"old_mask\['w'\] must be of .* shape \(2, 3\)"):
         jo.became_active({**ok, "w": jnp.ones(3, bool)}, ok)
     with pytest.raises(
         TypeError, match=r"new_mask\['w'\] must be a boolean array, got dtype int32"
@@ -310,7 +318,7 @@ def test_became_active_checks_its_masks():
     "mask, error, match",
     [
         # A (3,) mask for a (2, 3) parameter was broadcast silently on main.
-        ({"w": jnp.ones(3, bool), "b": None}, ValueError, r"mask\['w'\] has shape \(3,\), but"),
+        ({"w": jnp.ones(3, bool), "b": None}, ValueError, r"mask\['w'\] must be .*, got \(3,\)"),
         ({"w": jnp.ones((2, 3)), "b": None}, TypeError, r"mask\['w'\] must be a boolean array"),
         ({"w": jnp.ones((2, 3), bool)}, ValueError, r"missing leaves \[\"\['b'\]\"\]"),
         (

@@ -26,13 +26,6 @@ def _updates(opt, steps=3, params=_PARAMS, grads=None):
     return u
 
 
-def test_names():
-    assert jo.OPTIMIZERS == (
-        "sgd", "momentum", "adam", "adam_nobc", "rmsprop", "adagrad", "classp", "masked_adam",
-        "sam", "gnp",
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "name, hparams, reference",
     [
@@ -82,11 +75,6 @@ def test_adam_nobc_is_dense_adam_without_bias_correction():
     assert u2_masked["w"][0] == 0.0
 
 
-def test_plain_optax_transforms_in_a_chain_tolerate_the_engines_extra_arguments():
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adagrad(0.1), jo.clip_updates(0.01))
-    _updates(opt)  # grad_fn= and mask= are passed; nothing raises
-
-
 def test_clipping_keywords():
     big = {"w": jnp.array([300.0, -400.0, 0.0]), "b": jnp.array([0.0])}  # norm 500
     u = _updates(jo.get_optimizer("sgd", learning_rate=1.0, clip_global_norm=5.0), 1, grads=big)
@@ -106,19 +94,22 @@ def test_global_norm_clip_reaches_the_gradient_sam_evaluates():
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=re.escape("valid names: sgd, momentum, adam")):
+    valid = "'adagrad', 'adam', 'adam_nobc', 'classp', 'gnp', 'masked_adam', 'momentum', "
+    with pytest.raises(ValueError, match=re.escape(f"optimizer must be one of {valid}")):
         jo.get_optimizer("adamw", learning_rate=0.1)
 
 
 def test_unknown_hyperparameter_is_named():
-    with pytest.raises(TypeError, match=re.escape("unknown hyperparameter(s) ['beta1']")):
+    accepted = "'b1', 'b2', 'eps', 'learning_rate', got 'beta1'"
+    with pytest.raises(TypeError, match=re.escape(f"of optimizer 'adam' must be among {accepted}")):
         jo.get_optimizer("adam", learning_rate=0.1, beta1=0.9)
-    with pytest.raises(TypeError, match=re.escape("unknown hyperparameter(s) ['_pre']")):
+    with pytest.raises(TypeError, match=re.escape("'momentum', 'rho', got '_pre'")):
         jo.get_optimizer("sam", learning_rate=0.1, rho=0.1, _pre=())
 
 
 def test_missing_hyperparameter_is_named():
-    with pytest.raises(TypeError, match=re.escape("missing hyperparameter(s) ['threshold']")):
+    missing = "must include 'learning_rate', 'threshold', got 'learning_rate'"
+    with pytest.raises(TypeError, match=re.escape(f"of optimizer 'classp' {missing}")):
         jo.get_optimizer("classp", learning_rate=0.1)
 
 
@@ -203,8 +194,8 @@ def test_inject_hyperparams_takes_schedules_and_clipping():
     [
         (float("inf"), ValueError, "learning_rate must be >= 0 and finite, got inf"),
         (float("nan"), ValueError, "learning_rate must be >= 0, got nan"),
-        ("0.1", TypeError, "learning_rate must be a real number or an array of them, got '0.1'"),
-        (True, TypeError, "learning_rate must be a real number or an array of them, got True"),
+        ("0.1", TypeError, "learning_rate must be a real number >= 0, got '0.1'"),
+        (True, TypeError, "learning_rate must be a real number >= 0, got True"),
         (jnp.array([0.1, -0.2]), ValueError, r"learning_rate must be >= 0, got Array\(\[ 0.1"),
         (np.array([0.1, np.inf]), ValueError, r"learning_rate must be >= 0 and finite, got array"),
     ],

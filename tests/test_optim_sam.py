@@ -128,7 +128,7 @@ def test_update_needs_grad_fn_and_params():
     state = opt.init(_PARAMS)
     with pytest.raises(ValueError, match="grad_fn"):
         opt.update(_grad_fn(_PARAMS), state, _PARAMS)
-    with pytest.raises(ValueError, match="needs params"):
+    with pytest.raises(ValueError, match=r"params must be passed to sam's update\(\)"):
         opt.update(_grad_fn(_PARAMS), state, grad_fn=_grad_fn)
 
 

@@ -9,8 +9,6 @@ import pytest
 from experiments import plasticity
 from jaxcl import data, scenarios, types
 
-needs_data = pytest.mark.needs_data("mnist")
-
 
 def test_pair_head_trains_on_ranks_and_predicts_the_pairs_digits():
     ds = data.ArrayDataset(
@@ -64,7 +62,7 @@ def test_findings_follow_the_welch_intervals():
     assert "GNP keeps plasticity best" in lines[2] and lines[2].endswith(": holds.")
 
 
-@needs_data
+@pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
     methods = "permuted/sgd@0.01,class_pairs/gnp@0.01"
     rows = plasticity.main(

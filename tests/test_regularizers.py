@@ -34,7 +34,7 @@ def boundary_batch(n, seed=0):
 
 
 def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic():
-    reg = regularizers.ewc(coefficient=3.0, beta=0.5, num_batches=2, batch_size=4)
+    reg = regularizers.ewc(strength=3.0, beta=0.5, num_batches=2, batch_size=4)
     anchor = params_at(0)
     state = reg.end_task(anchor, reg.init(anchor), linear_logits, boundary_batch(8), None)
     assert float(reg.penalty(anchor, state)) == 0.0
@@ -48,7 +48,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic():
 
 def test_ewc_fisher_uses_the_authors_batch_accounting():
     beta, n_batches, size = 0.3, 3, 4
-    reg = regularizers.ewc(coefficient=1.0, beta=beta, num_batches=n_batches, batch_size=size)
+    reg = regularizers.ewc(strength=1.0, beta=beta, num_batches=n_batches, batch_size=size)
     params, b = params_at(2), boundary_batch(n_batches * size)
     state = reg.end_task(params, reg.init(params), linear_logits, b, None)
     # By hand: squared gradient of each batch's *summed* tempered NLL at predicted labels,
@@ -69,7 +69,7 @@ def test_ewc_fisher_uses_the_authors_batch_accounting():
 
 
 def test_ewc_true_labels_option():
-    reg = regularizers.ewc(coefficient=1.0, predicted_labels=False, num_batches=1, batch_size=6)
+    reg = regularizers.ewc(strength=1.0, predicted_labels=False, num_batches=1, batch_size=6)
     params, b = params_at(3), boundary_batch(6)
     state = reg.end_task(params, reg.init(params), linear_logits, b, None)
 
@@ -82,7 +82,7 @@ def test_ewc_true_labels_option():
 
 
 def test_merged_quadratics_equal_one_slot_per_task():
-    reg = regularizers.ewc(coefficient=2.0, num_batches=2, batch_size=4)
+    reg = regularizers.ewc(strength=2.0, num_batches=2, batch_size=4)
     anchors = [params_at(s) for s in (4, 5, 6)]
     state = reg.init(anchors[0])
     slots = []
@@ -104,7 +104,7 @@ def test_merged_quadratics_equal_one_slot_per_task():
 
 
 def test_mas_importance_by_hand_and_online_accumulation():
-    reg = regularizers.mas(coefficient=0.5, num_batches=2, batch_size=3, divisor=7.0)
+    reg = regularizers.mas(strength=0.5, num_batches=2, batch_size=3, divisor=7.0)
     params, b = params_at(8), boundary_batch(6)
     state = reg.end_task(params, reg.init(params), linear_logits, b, None)
     want = (
@@ -132,7 +132,7 @@ def test_mas_importance_by_hand_and_online_accumulation():
 
 def test_si_path_integral_and_boundary_importance():
     beta, damping = 0.5, 0.1
-    reg = regularizers.si(coefficient=1.0, beta=beta, damping=damping)
+    reg = regularizers.si(strength=1.0, beta=beta, damping=damping)
     start, b = params_at(10), boundary_batch(4)
     state = reg.init(start)
     new = jax.tree.map(lambda p: p + 0.1, start)
@@ -153,7 +153,7 @@ def test_si_path_integral_and_boundary_importance():
 
 
 def test_l2_is_identity_importance_to_the_last_anchor():
-    reg = regularizers.l2(coefficient=10.0)
+    reg = regularizers.l2(strength=10.0)
     p = params_at(11)
     state = reg.end_task(p, reg.init(p), None, None, None)
     moved = jax.tree.map(lambda x: x + 1.0, p)
@@ -171,7 +171,7 @@ def test_ewc_composes_with_supervised_inside_the_engine():
     y = (np.arange(40) % 4).astype(np.int32)
     ds = data.ArrayDataset(x, y, x[:20], y[:20], 4)
     sc = scenarios.split(ds, classes_per_task=2)
-    reg = regularizers.ewc(coefficient=1.0, num_batches=2, batch_size=8)
+    reg = regularizers.ewc(strength=1.0, num_batches=2, batch_size=8)
     learner = learners.supervised(Linear(), optax.sgd(0.1), input_dim=6, regularizer=reg)
     assert learner.boundary_examples == 16
     run = engine.make_run(sc, learner, batch_size=8)
@@ -190,19 +190,32 @@ def test_ewc_composes_with_supervised_inside_the_engine():
 @pytest.mark.parametrize(
     "build,message",
     [
-        (lambda: regularizers.ewc(coefficient=-1.0), r"coefficient \(λ\) must be >= 0, got"),
-        (lambda: regularizers.ewc(coefficient=1.0, beta=0.0), r"beta \(β\) must be > 0, got"),
-        (lambda: regularizers.si(coefficient=1.0, beta=-2.0), r"beta \(β\) must be > 0"),
-        (lambda: regularizers.si(coefficient=1.0, damping=-0.1), r"damping \(ξ\) must be >= 0"),
-        (lambda: regularizers.mas(coefficient=-0.5), r"coefficient \(λ\) must be >= 0"),
-        (lambda: regularizers.l2(coefficient=-10.0), r"coefficient \(λ\) must be >= 0"),
+        (lambda: regularizers.ewc(strength=-1.0), "strength must be >= 0, got -1.0"),
+        (lambda: regularizers.ewc(strength=1.0, beta=0.0), "beta must be > 0, got 0.0"),
+        (lambda: regularizers.si(strength=1.0, beta=-2.0), "beta must be > 0"),
+        (lambda: regularizers.si(strength=1.0, damping=-0.1), "damping must be >= 0"),
+        (lambda: regularizers.mas(strength=-0.5), "strength must be >= 0"),
+        (lambda: regularizers.l2(strength=-10.0), "strength must be >= 0"),
+        (lambda: regularizers.l2(strength=float("inf")), "strength must be >= 0 and finite"),
         (
-            lambda: regularizers.ewc(coefficient=1.0, num_batches=0),
-            "num_batches must be a positive",
+            lambda: regularizers.ewc(strength=1.0, num_batches=0),
+            "num_batches must be a positive integer, got 0",
         ),
-        (lambda: regularizers.get_regularizer("lwf"), "valid names: ewc, mas, si, l2"),
+        (
+            lambda: regularizers.get_regularizer("lwf"),
+            "regularizer must be one of 'ewc', 'l2', 'mas', 'si', got 'lwf'",
+        ),
     ],
 )
 def test_bad_input_refused(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_get_regularizer_checks_hyperparameters():
+    with pytest.raises(TypeError, match="of regularizer 'l2' must be among 'strength', got 'lam'"):
+        regularizers.get_regularizer("l2", lam=1.0)
+    with pytest.raises(TypeError, match="of regularizer 'si' must include 'strength', got 'beta'"):
+        regularizers.get_regularizer("si", beta=0.5)
+    with pytest.raises(TypeError, match="strength must be a real number >= 0, got '1'"):
+        regularizers.get_regularizer("l2", strength="1")

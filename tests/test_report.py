@@ -14,7 +14,7 @@ def fake_results(diverged_at=(-1, -1, 5)):
     correct = np.array([[[9, 0], [4, 8]], [[10, 0], [5, 10]], [[0, 0], [0, 0]]])
     return engine.Results(
         correct=correct,
-        count=np.array([10, 10]),
+        count=np.full((3, 2), 10),
         init_correct=np.full((3, 2), 5),
         train_loss=np.ones((3, 2)),
         diverged_at=np.array(diverged_at),

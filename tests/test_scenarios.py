@@ -79,17 +79,19 @@ def test_sequence_of_datasets(label_offset, num_classes):
 
 def test_bad_input_is_refused_clearly():
     ds = fake_dataset()
-    with pytest.raises(ValueError, match="head must be one of"):
+    with pytest.raises(ValueError, match="head must be one of 'shared', 'task', got 'multi'"):
         scenarios.split(ds, head="multi")
-    with pytest.raises(ValueError, match="classes_per_task must divide"):
+    with pytest.raises(ValueError, match="classes_per_task must be a divisor of num_classes = 4"):
         scenarios.split(ds, classes_per_task=3)
-    with pytest.raises(ValueError, match=r"task\(s\) \[1\] have no training examples"):
+    with pytest.raises(ValueError, match=r"training examples, got none in task\(s\) \[1\]"):
         scenarios.from_class_groups(ds._replace(train_y=np.zeros(40, np.int32)), [(0,), (1,)])
-    with pytest.raises(ValueError, match="class group"):
+    with pytest.raises(ValueError, match=r"a class group must be .* in \[0, 4\), got \(0, 7\)"):
         scenarios.from_class_groups(ds, [(0, 7)])
-    with pytest.raises(ValueError, match="num_tasks must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"data.train_x must be flattened, \[N, D\], got \(40, 2"):
+        scenarios.split(ds._replace(train_x=ds.train_x.reshape(40, 2, -1)))
+    with pytest.raises(ValueError, match="num_tasks must be a positive integer, got 0"):
         scenarios.permuted(ds, num_tasks=0)
-    with pytest.raises(TypeError, match=r"classes_per_task must be an int >= 1, got 2\.0"):
+    with pytest.raises(TypeError, match=r"classes_per_task must be a positive integer, got 2\.0"):
         scenarios.split(ds, classes_per_task=2.0)
 
 
@@ -108,7 +110,7 @@ _BUILDERS = {
 )
 def test_subset_sizes_must_be_positive_ints(builder, arg, value, error):
     # -1 used to slice [:-1] and drop the last example of every task silently.
-    with pytest.raises(error, match=re.escape(f"{arg} must be None or an int >= 1, got {value!r}")):
+    with pytest.raises(error, match=re.escape(f"{arg} must be a positive integer, got {value!r}")):
         _BUILDERS[builder](fake_dataset(), **{arg: value})
 
 
@@ -123,5 +125,12 @@ def test_scenarios_by_name():
     ds = fake_dataset(n_train=200, n_test=100, num_classes=10)
     assert scenarios.get_scenario("class_pairs", ds).num_tasks == 45
     assert scenarios.get_scenario("permuted", ds, num_tasks=3).num_tasks == 3
-    with pytest.raises(ValueError, match="valid names: split, class_pairs, permuted"):
+    both = [("a", ds), ("b", ds)]
+    assert scenarios.get_scenario("sequence", both, label_offset=True).num_classes == 20
+    valid = "'class_pairs', 'permuted', 'sequence', 'split'"
+    with pytest.raises(ValueError, match=f"scenario must be one of {valid}, got 'rotated'"):
         scenarios.get_scenario("rotated", ds)
+    with pytest.raises(TypeError, match="of scenario 'permuted' must include 'num_tasks', got"):
+        scenarios.get_scenario("permuted", ds)
+    with pytest.raises(TypeError, match=r"of scenario 'split' must be among .*, got 'tasks'"):
+        scenarios.get_scenario("split", ds, tasks=5)

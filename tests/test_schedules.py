@@ -46,25 +46,25 @@ def test_linear_k_hand_values():
 
 def test_gaba_coefficient_moves_from_excitation_to_inhibition():
     counts = jnp.array([0, 25, 50, 75, 100, 10**9])
-    r = schedules.gaba_coefficient(counts, threshold=100)
+    r = schedules.gaba_coefficient(counts, switch_count=100)
     np.testing.assert_allclose(r, [-1.0, -0.5, 0.0, 0.5, 1.0, 1.0])
     # Monotone in the count, so a count that only grows only moves towards inhibition.
-    grid = schedules.gaba_coefficient(jnp.arange(0, 300), threshold=200.0)
+    grid = schedules.gaba_coefficient(jnp.arange(0, 300), switch_count=200.0)
     assert bool(jnp.all(jnp.diff(grid) >= 0)) and float(grid[0]) == -1.0
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
-def test_bad_gaba_threshold_refused(bad):
-    with pytest.raises(ValueError, match=r"gaba_threshold .* must be > 0, got T="):
-        schedules.gaba_coefficient(jnp.zeros(3), threshold=bad)
+def test_bad_gaba_switch_count_refused(bad):
+    with pytest.raises(ValueError, match=f"switch_count must be > 0, got {bad}"):
+        schedules.gaba_coefficient(jnp.zeros(3), switch_count=bad)
 
 
 def test_bad_linear_schedule_refused():
-    with pytest.raises(ValueError, match="k_end must be >= 1, got k_end=0"):
+    with pytest.raises(ValueError, match="k_end must be a positive integer, got 0"):
         schedules.linear_k(0, k_start=10, k_end=0, transition_epochs=5)
-    with pytest.raises(ValueError, match="k_start must be >= 5, got k_start=4"):
+    with pytest.raises(ValueError, match="k_start must be an integer >= k_end = 5, got 4"):
         schedules.linear_k(0, k_start=4, k_end=5, transition_epochs=5)
-    with pytest.raises(ValueError, match="transition_epochs must be >= 1"):
+    with pytest.raises(ValueError, match="transition_epochs must be a positive integer, got 0"):
         schedules.linear_k(0, k_start=10, k_end=2, transition_epochs=0)
-    with pytest.raises(TypeError, match="k_end must be a Python int"):
+    with pytest.raises(TypeError, match=r"k_end must be a positive integer, got 2\.5"):
         schedules.linear_k(0, k_start=10, k_end=2.5, transition_epochs=3)

@@ -8,7 +8,7 @@ import pytest
 
 from jaxcl import sparse
 
-# The paper's ResNet-18 for CIFAR-100 (HWIO conv kernels, [in, out] head).
+# The paper's ResNet-18 for CIFAR-100 (HWIO conv kernels, [in, out] head): 11,218,112 weights.
 RESNET18_SHAPES = (
     [(7, 7, 3, 64)]
     + [(3, 3, 64, 64)] * 4
@@ -17,10 +17,6 @@ RESNET18_SHAPES = (
     + [(3, 3, 256, 512), (3, 3, 512, 512), (1, 1, 256, 512), (3, 3, 512, 512), (3, 3, 512, 512)]
     + [(512, 100)]
 )
-
-
-def test_resnet18_shapes_hold_the_papers_weight_count():
-    assert sum(math.prod(s) for s in RESNET18_SHAPES) == 11_218_112
 
 
 def test_erk_hand_computed_without_dense_layers():
@@ -69,7 +65,7 @@ def test_density_outside_unit_interval_is_refused(density):
 
 
 def test_unknown_init_is_refused():
-    with pytest.raises(ValueError, match=r"init must be one of \('erk', 'uniform'\), got 'xavier'"):
+    with pytest.raises(ValueError, match="init must be one of 'erk', 'uniform', got 'xavier'"):
         sparse.densities([(3, 3)], 0.5, init="xavier")
 
 
@@ -77,8 +73,8 @@ def test_a_layer_left_without_weights_is_refused_with_the_density_that_keeps_one
     # 0.01 · 20 = 0.2 rounds to 0: the (4, 5) layer would keep no weight.
     with pytest.raises(
         ValueError,
-        match=r"layer 0 \(shape \(4, 5\), 20 weights, density 0.01\) keeps no weight: its "
-        r"density must be at least 1/20 = 0.05 to keep one",
+        match=r"the density of layer 0 \(shape \(4, 5\), 20 weights\) must be at least "
+        r"1/20 = 0.05 to keep one weight, got 0.01",
     ):
         sparse.layer_counts([(4, 5), (10,)], [0.01, 0.5])
     assert sparse.layer_counts([(4, 5), (10,)], [0.05, 0.5]) == [1, 5]
@@ -104,5 +100,5 @@ def test_min_density_keeps_a_weight_in_every_layer(init):
 
 @pytest.mark.parametrize("density", ["0.5", True, None, [0.5]])
 def test_density_that_is_not_a_real_number_is_refused(density):
-    with pytest.raises(ValueError, match=r"density must be a real number in \(0, 1\], got"):
+    with pytest.raises(TypeError, match=r"density must be a real number in \(0, 1\], got"):
         sparse.densities([(3, 3)], density, init="erk")

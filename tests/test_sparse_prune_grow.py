@@ -164,13 +164,13 @@ def test_growth_scores_refuse_trees_that_do_not_fit_the_gradients(bad):
         frozen={"w": jnp.zeros((2, 3), bool)},
     )
     kwargs[bad] = {"w": kwargs[bad]["w"][0]}  # (3,): broadcast silently before
-    with pytest.raises(ValueError, match=rf"{bad}\['w'\] has shape \(3,\)"):
+    with pytest.raises(ValueError, match=rf"{bad}\['w'\] must be of .*, got \(3,\)"):
         sparse.growth_scores("gradient", jax.random.PRNGKey(0), **kwargs)
 
 
 def test_single_layer_prune_and_regrow_refuse_a_broadcast_mask():
     weights, mask = jnp.ones((2, 3)), jnp.ones(3, bool)
-    with pytest.raises(ValueError, match=r"mask has shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"mask must be of .*, got \(3,\)"):
         sparse.magnitude_prune(weights, mask, 1, k_max=2)
-    with pytest.raises(ValueError, match=r"mask has shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"mask must be of .*, got \(3,\)"):
         sparse.regrow(mask, weights, 1, k_max=2)

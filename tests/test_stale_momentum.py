@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from experiments import stale_momentum as sm
+from jaxcl import cli
 
 
 def test_quick_run_writes_the_contract_files_and_shows_the_claim(tmp_path):
-    rows = sm.main(["--quick", "--seeds", "3", "--out", str(tmp_path)])
+    rows = cli.run_experiment(sm.EXPERIMENT, ["--quick", "--seeds", "3", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "stale_momentum"
     assert [r["method"] for r in payload["rows"]] == list(sm.METHODS)
@@ -34,10 +35,12 @@ def test_quick_run_writes_the_contract_files_and_shows_the_claim(tmp_path):
 
 
 def test_methods_subset_and_unknown_names(tmp_path):
-    rows = sm.main(["--quick", "--out", str(tmp_path), "--methods", "masked_adam,adam"])
+    rows = cli.run_experiment(
+        sm.EXPERIMENT, ["--quick", "--out", str(tmp_path), "--methods", "masked_adam,adam"]
+    )
     assert [r["method"] for r in rows] == ["adam", "masked_adam"]
     with pytest.raises(ValueError, match="valid names: sgd, sgd_momentum"):
-        sm.main(["--quick", "--out", str(tmp_path), "--methods", "lion"])
+        cli.run_experiment(sm.EXPERIMENT, ["--quick", "--out", str(tmp_path), "--methods", "lion"])
 
 
 def _notebook(opt, injection, nsteps=100):

@@ -1,6 +1,6 @@
 """The PyTorch MNIST-example CNN that the CLASSP vision experiment trains (1,199,882 weights).
 
-``oswaldoludwig/CLASSP`` ``experiment_CV.py``: conv 3×3 (1→32),
+``oswaldoludwig/CLASSP`` ``experiment_CV.py`` ``MyModel`` (L15-38): conv 3×3 (1→32),
 ReLU, conv 3×3 (32→64), ReLU, 2×2 max-pool, ``Dropout2d(0.25)``, fc 9216→128, ReLU,
 ``Dropout2d(0.5)``, fc 128→10. Both convolutions are "VALID" with stride 1 (28→26→24→12).
 

@@ -6,7 +6,8 @@ normalises with the statistics of the current batch (PyTorch ``affine=False,
 track_running_stats=False``), at training and at evaluation. Four stages of two basic
 blocks, widths 64/128/256/512, strides 1/2/2/2, 1×1 convolution + BN shortcuts where the
 shape changes, global average pooling and a bias-free linear head. With 100 classes it has
-11,218,112 weights, all prunable.
+11,218,112 weights, all prunable (``core.py`` ``Masking.add_module`` masks every parameter
+but biases and BatchNorm, and this network has neither).
 
 Because normalisation uses batch statistics, a prediction depends on the other examples in
 its batch: evaluations of frozen subnetworks are not bit-identical across batchings.

@@ -2,7 +2,7 @@
 
 The model of Bricken et al. (ICLR 2023), as the authors' code runs it
 (``TrentBrick/SDMContinualLearner`` ``models/SDM_Base.py``, ``models/TopK_Act.py``,
-``models/Base_Model.py``)::
+``models/Base_Model.py``; Bricken et al., arXiv 2303.11934, §4 Eq. 4 and App. A.1)::
 
     x ← relu(x);  x ← x / ‖x‖₂                      (positive, normalize)
     h = W₁ x                                         (no bias)
@@ -42,7 +42,6 @@ rescales T instead (``experiments/sdm.py``).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcl import schedules
+from jaxcl import _checks, schedules
 from jaxcl.activations import topk_mask, topk_subtract
 from jaxcl.models._layers import torch_bias_init, torch_default_init
 
@@ -79,7 +78,8 @@ class SDMLP(nn.Module):
       schedule: ``"gaba"``, ``"linear"`` or ``"constant"``.
       inhibition: ``"subtract"`` (SDM) or ``"mask"`` (classic Top-K); ``"gaba"`` needs
         ``"subtract"``.
-      gaba_threshold: T > 0, the activation count at which a neuron is fully inhibited.
+      gaba_switch_count: T > 0, the activation count at which a neuron's switch is
+        complete: it is fully inhibited (:func:`jaxcl.schedules.gaba_coefficient`).
       k_start: first k of the linear schedule (default: ``width``).
       transition_epochs: epochs of the linear schedule, >= 1.
       positive: ReLU the input (the authors' ``all_positive_weights``; pair with
@@ -100,7 +100,7 @@ class SDMLP(nn.Module):
     k: int | None = 10
     schedule: str = "gaba"
     inhibition: str = "subtract"
-    gaba_threshold: float = 5_000_000.0
+    gaba_switch_count: float = 5_000_000.0
     k_start: int | None = None
     transition_epochs: int = 200
     positive: bool = True
@@ -109,34 +109,26 @@ class SDMLP(nn.Module):
     output_bias: bool = False
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is not one of {SCHEDULES}.")
-        if self.inhibition not in INHIBITIONS:
-            raise ValueError(f"inhibition={self.inhibition!r} is not one of {INHIBITIONS}.")
+        _checks.one_of("schedule", self.schedule, SCHEDULES)
+        _checks.one_of("inhibition", self.inhibition, INHIBITIONS)
         if self.k is not None:
-            k = operator.index(self.k)
-            if not 1 <= k < self.width:
-                raise ValueError(
-                    f"k={k} is out of range for width={self.width}: allowed 1 <= k < width "
-                    f"(the GABA switch subtracts the (k+1)-th value)."
-                )
+            k = _checks.positive_int("k", self.k)
+            if k >= self.width:
+                # The GABA switch subtracts the (k+1)-th value.
+                _checks.fail("k", f"below width = {self.width}", k)
             if self.schedule == "gaba":
-                schedules.check_gaba_threshold(self.gaba_threshold)
+                _checks.positive("gaba_switch_count", self.gaba_switch_count, scalar=True)
                 if self.inhibition != "subtract":
-                    raise ValueError(
-                        "schedule='gaba' needs inhibition='subtract' (the switch scales the "
-                        f"subtracted value), got inhibition={self.inhibition!r}."
+                    _checks.fail(
+                        "inhibition",
+                        "'subtract' with schedule='gaba' (the switch scales the subtracted value)",
+                        self.inhibition,
                     )
             if self.schedule == "linear":
                 k_start = self.width if self.k_start is None else self.k_start
-                if not k <= k_start <= self.width:
-                    raise ValueError(
-                        f"k_start={k_start} must lie in [k, width] = [{k}, {self.width}]."
-                    )
-                if self.transition_epochs < 1:
-                    raise ValueError(
-                        f"transition_epochs must be >= 1, got {self.transition_epochs}."
-                    )
+                if not k <= _checks.integer("k_start", k_start) <= self.width:
+                    _checks.fail("k_start", f"in [k, width] = [{k}, {self.width}]", k_start)
+                _checks.positive_int("transition_epochs", self.transition_epochs)
         super().__post_init__()
 
     def _training(self) -> bool:
@@ -163,7 +155,7 @@ class SDMLP(nn.Module):
             counts = self.variable(
                 "counters", "activations", lambda: jnp.zeros((self.width,), jnp.int32)
             )
-            r = schedules.gaba_coefficient(counts.value, threshold=self.gaba_threshold)
+            r = schedules.gaba_coefficient(counts.value, switch_count=self.gaba_switch_count)
         else:
             r = 1.0
 

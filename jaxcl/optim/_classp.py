@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcl.optim import _validation as v
+from jaxcl import _checks
+from jaxcl.optim._alias import alias_of, with_learning_rate
 from jaxcl.optim._dtypes import accumulator_like, check_accumulator_dtype
 
 MODES = ("paper", "code")
@@ -43,14 +44,14 @@ def scale_by_classp(
     *,
     mode: str = "paper",
     include_current: bool = True,
-    initial_accumulator: jax.typing.ArrayLike = 0.0,
+    initial_accumulator_value: jax.typing.ArrayLike = 0.0,
     accumulate_only: PhaseFlag = False,
     accumulator_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescale updates as CLASSP does: thresholded, power-``p`` AdaGrad.
 
     ``mode="paper"`` is the rule of the paper, element by element. With the gate
-    :math:`m_t = 1[g_t^2 > \text{threshold}]` and :math:`S_0 = \text{initial\_accumulator}`,
+    :math:`m_t = 1[g_t^2 > \text{threshold}]` and :math:`S_0 = \text{initial\_accumulator\_value}`,
 
     .. math::
 
@@ -96,7 +97,7 @@ def scale_by_classp(
       mode: ``"paper"`` (element-wise) or ``"code"`` (the authors' implementation).
       include_current: whether the denominator includes the current gradient. Only
         ``True`` is allowed in ``"code"`` mode.
-      initial_accumulator: starting value of ``grad_sum``; >= 0.
+      initial_accumulator_value: starting value of ``grad_sum``; >= 0.
       accumulate_only: the phase flag described above.
       accumulator_dtype: dtype of ``grad_sum``; ``None`` (default) means the parameter's
         dtype promoted to at least float32; a float dtype such as ``jnp.bfloat16`` forces
@@ -113,24 +114,26 @@ def scale_by_classp(
     .. warning::
       With ``include_current=False`` the first gated step divides by
       :math:`\epsilon^{1/p}` (``1e5 * g`` for the defaults), as the paper's formula does.
-      Use a larger ``initial_accumulator`` to tame it.
+      Use a larger ``initial_accumulator_value`` to tame it.
     """
-    v.check_nonnegative("threshold", threshold)
-    v.check_positive("power", power)
-    v.check_nonnegative("eps", eps)
-    v.check_nonnegative("initial_accumulator", initial_accumulator)
-    v.check_choice("mode", mode, MODES)
+    _checks.non_negative("threshold", threshold)
+    _checks.positive("power", power)
+    _checks.non_negative("eps", eps)
+    _checks.non_negative("initial_accumulator_value", initial_accumulator_value)
+    _checks.one_of("mode", mode, MODES)
     check_accumulator_dtype(accumulator_dtype)
     if mode == "code" and not include_current:
-        raise ValueError(
-            "include_current=False is not available in mode='code': the authors' code always "
-            "includes the current gradient. Use mode='paper'."
+        _checks.fail(
+            "include_current",
+            "True in mode='code' (the authors' code always includes the current gradient; "
+            "mode='paper' has both)",
+            include_current,
         )
 
     def init_fn(params):
         return ScaleByClasspState(
             count=jnp.zeros([], jnp.int32),
-            grad_sum=accumulator_like(params, initial_accumulator, accumulator_dtype),
+            grad_sum=accumulator_like(params, initial_accumulator_value, accumulator_dtype),
         )
 
     def leaf_update(g, s, accumulate):
@@ -163,17 +166,9 @@ def scale_by_classp(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@alias_of(scale_by_classp)
 def classp(
-    learning_rate: optax.ScalarOrSchedule,
-    threshold: jax.typing.ArrayLike,
-    power: jax.typing.ArrayLike = 1.0,
-    eps: jax.typing.ArrayLike = 1e-5,
-    *,
-    mode: str = "paper",
-    include_current: bool = True,
-    initial_accumulator: jax.typing.ArrayLike = 0.0,
-    accumulate_only: PhaseFlag = False,
-    accumulator_dtype: jax.typing.DTypeLike | None = None,
+    learning_rate: optax.ScalarOrSchedule, *args, **kwargs
 ) -> optax.GradientTransformationExtraArgs:
     r"""The CLASSP optimizer: :func:`scale_by_classp` then a learning rate.
 
@@ -187,8 +182,9 @@ def classp(
 
     Args:
       learning_rate: a scalar >= 0 or an optax schedule.
-      threshold, power, eps, mode, include_current, initial_accumulator, accumulate_only,
-        accumulator_dtype: as in :func:`scale_by_classp` (float32 accumulator by default).
+      *args, **kwargs: ``threshold, power, eps, *, mode, include_current,
+        initial_accumulator_value, accumulate_only, accumulator_dtype``, as in
+        :func:`scale_by_classp` (float32 accumulator by default).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`.
@@ -205,18 +201,4 @@ def classp(
     References:
       Ludwig, `CLASSP <https://arxiv.org/abs/2405.09637>`_, 2024.
     """
-    if not callable(learning_rate):
-        v.check_nonnegative("learning_rate", learning_rate)
-    return optax.chain(
-        scale_by_classp(
-            threshold,
-            power,
-            eps,
-            mode=mode,
-            include_current=include_current,
-            initial_accumulator=initial_accumulator,
-            accumulate_only=accumulate_only,
-            accumulator_dtype=accumulator_dtype,
-        ),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return with_learning_rate(learning_rate, scale_by_classp(*args, **kwargs))

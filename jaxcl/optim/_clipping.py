@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcl.optim import _validation as v
+from jaxcl import _checks
 
 
 def clip_updates(max_abs: jax.typing.ArrayLike) -> optax.GradientTransformationExtraArgs:
@@ -36,7 +36,7 @@ def clip_updates(max_abs: jax.typing.ArrayLike) -> optax.GradientTransformationE
       Keskinen, `Hard ASH: Sparsity and the right optimizer make a continual learner
       <https://arxiv.org/abs/2404.17651>`_, 2024 (code: ``grad_clip=0.01``).
     """
-    v.check_positive("max_abs", max_abs)
+    _checks.positive("max_abs", max_abs)
 
     def init_fn(params):
         del params

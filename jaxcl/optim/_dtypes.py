@@ -5,6 +5,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxcl._checks import fail
+
 
 def check_accumulator_dtype(dtype: Any) -> None:
     """Raises unless ``dtype`` is None or a floating dtype."""
@@ -15,7 +17,7 @@ def check_accumulator_dtype(dtype: Any) -> None:
     except TypeError:
         ok = False
     if not ok:
-        raise ValueError(f"accumulator_dtype must be None or a floating dtype, got {dtype!r}")
+        fail("accumulator_dtype", "None or a floating dtype", dtype)
 
 
 def accumulator_dtype(param: jax.typing.ArrayLike, requested: Any) -> jnp.dtype:

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import optax
 from optax import tree as otu
 
-from jaxcl.optim import _validation as v
+from jaxcl import _checks
+from jaxcl.optim._alias import alias_of, with_learning_rate
 from jaxcl.optim._dtypes import accumulator_like, check_accumulator_dtype
 from jaxcl.optim._masks import check_boolean, check_mask, is_none, subset_like
 
@@ -139,9 +140,9 @@ def scale_by_masked_adam(
       moments unless you reset them: call :func:`reset_moments` on the whole optimizer
       state with the newly active entries.
     """
-    v.check_decay("b1", b1)
-    v.check_decay("b2", b2)
-    v.check_nonnegative("eps", eps)
+    _checks.in_range("b1", b1, 0, 1, "[)")
+    _checks.in_range("b2", b2, 0, 1, "[)")
+    _checks.non_negative("eps", eps)
     check_accumulator_dtype(accumulator_dtype)
 
     def _one_minus_power(b, n):
@@ -188,15 +189,9 @@ def scale_by_masked_adam(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@alias_of(scale_by_masked_adam)
 def masked_adam(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    *,
-    bias_correction: bool = True,
-    mask_by_gradient: bool = True,
-    accumulator_dtype: jax.typing.DTypeLike | None = None,
+    learning_rate: optax.ScalarOrSchedule, *args, **kwargs
 ) -> optax.GradientTransformationExtraArgs:
     r"""Masked Adam: :func:`scale_by_masked_adam` then a learning rate.
 
@@ -205,8 +200,9 @@ def masked_adam(
 
     Args:
       learning_rate: a scalar >= 0 or an optax schedule.
-      b1, b2, eps, bias_correction, mask_by_gradient, accumulator_dtype: as in
-        :func:`scale_by_masked_adam` (moments in float32 by default).
+      *args, **kwargs: ``b1, b2, eps, *, bias_correction, mask_by_gradient,
+        accumulator_dtype``, as in :func:`scale_by_masked_adam` (moments in float32 by
+        default).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`.
@@ -221,19 +217,7 @@ def masked_adam(
       >>> print(np.asarray(updates).round(4), state[0].count)  # silent entry: no move, no count
       [-0.1 -0. ] [1 0]
     """
-    if not callable(learning_rate):
-        v.check_nonnegative("learning_rate", learning_rate)
-    return optax.chain(
-        scale_by_masked_adam(
-            b1,
-            b2,
-            eps,
-            bias_correction=bias_correction,
-            mask_by_gradient=mask_by_gradient,
-            accumulator_dtype=accumulator_dtype,
-        ),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return with_learning_rate(learning_rate, scale_by_masked_adam(*args, **kwargs))
 
 
 def became_active(old_mask: Any, new_mask: Any) -> Any:
@@ -341,9 +325,11 @@ def reset_moments(
         _explain_missing_buffer(state, newly_active, same_structure)
     if not any(wanted(p) for p in buffers):
         found = sorted({str(n) for p in buffers for n in names(p) if n is not None})
-        raise ValueError(
-            f"fields must name a field holding a per-parameter buffer (one of {found}), "
-            f"got {fields!r}"
+        _checks.fail(
+            "fields",
+            "names among the fields that hold a per-parameter buffer, "
+            + ", ".join(map(repr, found)),
+            fields,
         )
 
     def reset_leaf(x, a):
@@ -363,8 +349,8 @@ def _explain_missing_buffer(state, newly_active, same_structure) -> None:
     if candidates:  # right structure, wrong shapes: name the first leaf that differs
         node = candidates[0]
         check_mask(subset_like(newly_active, node), node, name="newly_active", allow_none=True)
-    raise ValueError(
-        "newly_active must have the parameters' structure, that of a per-parameter buffer "
-        f"of the state (mu, trace, ...), got {jax.tree.structure(newly_active)}: no sub-tree "
-        "of the state has it"
+    _checks.fail(
+        "newly_active",
+        "of the structure of a per-parameter buffer of the state (mu, trace, ...)",
+        jax.tree.structure(newly_active),
     )

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcl._checks import fail
+
 PyTree = Any
 
 
@@ -31,13 +33,13 @@ def _structure_error(mask: PyTree, like: PyTree, name: str, allow_none: bool) ->
     m_paths, l_paths = _paths(mask, allow_none), _paths(like, allow_none)
     missing = [p for p in l_paths if p not in m_paths]
     extra = [p for p in m_paths if p not in l_paths]
-    detail = f"; missing leaves {missing}" if missing else ""
-    detail += f"; unexpected leaves {extra}" if extra else ""
+    detail = [f"missing leaves {missing}"] if missing else []
+    detail += [f"unexpected leaves {extra}"] if extra else []
     nones = " (None leaves allowed)" if allow_none else ""
     m_def = jax.tree.structure(mask, is_leaf=is_none if allow_none else None)
     return ValueError(
-        f"{name} must have the parameters' structure{nones} {jax.tree.structure(like)}, "
-        f"got {m_def}{detail}"
+        f"{name} must have the parameters' structure{nones} {jax.tree.structure(like)} "
+        f"({'; '.join(detail) or 'other node types'}), got {m_def}"
     )
 
 
@@ -89,9 +91,10 @@ def check_mask(
         if m is None or p is None:
             continue
         if jnp.shape(m) != jnp.shape(p):
-            raise ValueError(
-                f"{name}{jax.tree_util.keystr(path)} has shape {jnp.shape(m)}, but the "
-                f"parameter has {jnp.shape(p)}: the shapes must be equal (no broadcasting)"
+            fail(
+                f"{name}{jax.tree_util.keystr(path)}",
+                f"of the parameter's shape {jnp.shape(p)} (no broadcasting)",
+                jnp.shape(m),
             )
     if boolean:
         check_boolean(mask, name=name)

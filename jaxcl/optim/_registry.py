@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcl.optim import _validation as v
+from jaxcl import _checks
+from jaxcl._registry import Registry
 from jaxcl.optim._classp import classp
 from jaxcl.optim._clipping import clip_updates as _clip_updates
 from jaxcl.optim._dtypes import accumulator_dtype
@@ -46,15 +47,20 @@ def _sgd(*, learning_rate):
     return optax.sgd(learning_rate)
 
 
+def _decay(name: str, value: Any) -> None:
+    """Moment decay rates (b1, b2, momentum, decay) are in [0, 1)."""
+    _checks.in_range(name, value, 0, 1, "[)")
+
+
 def _momentum(*, learning_rate, momentum=0.9, nesterov=False):
-    v.check_decay("momentum", momentum)
+    _decay("momentum", momentum)
     return _float32_state(optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
 
 
 def _adam(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
-    v.check_decay("b1", b1)
-    v.check_decay("b2", b2)
-    v.check_nonnegative("eps", eps)
+    _decay("b1", b1)
+    _decay("b2", b2)
+    _checks.non_negative("eps", eps)
     return _float32_state(optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
 
 
@@ -64,51 +70,24 @@ def _adam_nobc(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8):
 
 
 def _rmsprop(*, learning_rate, decay=0.9, eps=1e-8, eps_in_sqrt=True):
-    v.check_decay("decay", decay)
-    v.check_nonnegative("eps", eps)
+    _decay("decay", decay)
+    _checks.non_negative("eps", eps)
     return _float32_state(
         optax.rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt)
     )
 
 
 def _adagrad(*, learning_rate, initial_accumulator_value=0.1, eps=1e-7):
-    v.check_nonnegative("initial_accumulator_value", initial_accumulator_value)
-    v.check_nonnegative("eps", eps)
+    _checks.non_negative("initial_accumulator_value", initial_accumulator_value)
+    _checks.non_negative("eps", eps)
     return _float32_state(
         optax.adagrad(learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps)
     )
 
 
-def _classp(
-    *,
-    learning_rate,
-    threshold,
-    power=1.0,
-    eps=1e-5,
-    mode="paper",
-    include_current=True,
-    initial_accumulator=0.0,
-    accumulate_only=False,
-):
-    return classp(
-        learning_rate,
-        threshold,
-        power,
-        eps,
-        mode=mode,
-        include_current=include_current,
-        initial_accumulator=initial_accumulator,
-        accumulate_only=accumulate_only,
-    )
-
-
-def _masked_adam(*, learning_rate, b1=0.9, b2=0.999, eps=1e-8, bias_correction=True):
-    return masked_adam(learning_rate, b1, b2, eps, bias_correction=bias_correction)
-
-
 def _sgd_base(learning_rate, momentum, pre):
     if momentum is not None:
-        v.check_decay("momentum", momentum)
+        _decay("momentum", momentum)
     return _float32_state(optax.chain(*pre, optax.sgd(learning_rate, momentum=momentum)))
 
 
@@ -120,29 +99,23 @@ def _gnp(*, learning_rate, r, alpha, normalize_first=True, momentum=None, _pre=(
     return gnp(_sgd_base(learning_rate, momentum, _pre), r, alpha, normalize_first=normalize_first)
 
 
-_BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": _sgd,
-    "momentum": _momentum,
-    "adam": _adam,
-    "adam_nobc": _adam_nobc,
-    "rmsprop": _rmsprop,
-    "adagrad": _adagrad,
-    "classp": _classp,
-    "masked_adam": _masked_adam,
-    "sam": _sam,
-    "gnp": _gnp,
-}
+OPTIMIZERS: Registry[Callable[..., optax.GradientTransformation]] = Registry(
+    "optimizer",
+    {
+        "sgd": _sgd,
+        "momentum": _momentum,
+        "adam": _adam,
+        "adam_nobc": _adam_nobc,
+        "rmsprop": _rmsprop,
+        "adagrad": _adagrad,
+        "classp": classp,
+        "masked_adam": masked_adam,
+        "sam": _sam,
+        "gnp": _gnp,
+    },
+)
 # Wrappers that evaluate a second gradient: gradient clipping must go inside their base.
 _WRAPPERS = ("sam", "gnp")
-
-OPTIMIZERS: tuple[str, ...] = tuple(_BUILDERS)
-
-
-def _hyperparameters(builder) -> tuple[list[str], list[str]]:
-    params = inspect.signature(builder).parameters.values()
-    public = [p for p in params if not p.name.startswith("_")]
-    required = [p.name for p in public if p.default is inspect.Parameter.empty]
-    return [p.name for p in public], required
 
 
 class _Unset:
@@ -156,13 +129,13 @@ _UNSET = _Unset()
 
 
 def _declared_signature(function) -> inspect.Signature:
-    """``function``'s signature with ``**hparams`` spelled out as every builder's keywords.
+    """``function``'s signature with ``**hparams`` spelled out as every entry's keywords.
 
     ``optax.inject_hyperparams`` binds its arguments to the factory's signature: with
     ``**hparams`` it would inject one dict named ``hparams`` instead of ``learning_rate``.
     """
     params = list(inspect.signature(function).parameters.values())[:-1]  # drop **hparams
-    names = dict.fromkeys(n for b in _BUILDERS.values() for n in _hyperparameters(b)[0])
+    names = dict.fromkeys(n for name in OPTIMIZERS for n in OPTIMIZERS.hyperparameters(name))
     keywords = (inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_UNSET) for n in names)
     return inspect.signature(function).replace(parameters=[*params, *keywords])
 
@@ -194,10 +167,11 @@ def get_optimizer(
     ``"adagrad"``           ``optax.adagrad``: learning_rate, initial_accumulator_value
                             (0.1; Hard ASH uses 1e-6), eps (1e-7)
     ``"classp"``            :func:`classp`: learning_rate, threshold, power (1.0), eps
-                            (1e-5), mode, include_current, initial_accumulator,
-                            accumulate_only
+                            (1e-5), mode, include_current, initial_accumulator_value,
+                            accumulate_only, accumulator_dtype
     ``"masked_adam"``       :func:`masked_adam` (inactive = zero gradient unless a mask is
-                            passed): learning_rate, b1, b2, eps, bias_correction (True)
+                            passed): learning_rate, b1, b2, eps, bias_correction (True),
+                            mask_by_gradient (True), accumulator_dtype
     ``"sam"``               :func:`sam` around SGD: learning_rate, rho, momentum (None)
     ``"gnp"``               :func:`gnp` around SGD: learning_rate, r, alpha,
                             normalize_first (True), momentum (None)
@@ -235,31 +209,20 @@ def get_optimizer(
       TypeError: unknown or missing hyperparameters.
     """
     hparams = {k: x for k, x in hparams.items() if x is not _UNSET}
-    if name not in _BUILDERS:
-        raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}.")
-    builder = _BUILDERS[name]
-    accepted, required = _hyperparameters(builder)
-    unknown = sorted(set(hparams) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"get_optimizer({name!r}): unknown hyperparameter(s) {unknown}; accepted: {accepted}."
-        )
-    missing = [p for p in required if p not in hparams]
-    if missing:
-        raise TypeError(f"get_optimizer({name!r}): missing hyperparameter(s) {missing}.")
-    v.check_nonnegative("learning_rate", hparams["learning_rate"])
+    factory = OPTIMIZERS.lookup(name, **hparams)
+    _checks.non_negative("learning_rate", hparams["learning_rate"])
 
     pre: tuple[optax.GradientTransformation, ...] = ()
     if clip_global_norm is not None:
-        v.check_positive("clip_global_norm", clip_global_norm)
+        _checks.positive("clip_global_norm", clip_global_norm)
         pre = (optax.clip_by_global_norm(clip_global_norm),)
     post = () if clip_updates is None else (_clip_updates(clip_updates),)
 
     if name in _WRAPPERS:
-        opt = builder(_pre=pre, **hparams)
+        opt = factory(_pre=pre, **hparams)
         pre = ()
     else:
-        opt = builder(**hparams)
+        opt = factory(**hparams)
     return optax.chain(*pre, opt, *post)
 
 

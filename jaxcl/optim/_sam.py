@@ -20,16 +20,23 @@ the gradient that depend on the weights only (``optax.add_decayed_weights``, an 
 they act at :math:`w`, outside the sharpness term, as the weight decay of Foret et al.'s
 objective :math:`L^{SAM}(w) + \lambda \lVert w \rVert_2^2` (eq. 1). Rescaling transforms
 (clipping, normalisation) are not additive (``clip(g1) - g1 + g2`` is not ``clip(g2)``): put
-them inside ``base``. With nothing chained before, ``d = 0``. Under ``jit``, XLA's
-common-subexpression elimination merges ``grad_fn(params)`` with the caller's identical
-computation of ``g1`` (checked on :func:`jaxcl.learners.supervised`'s MLP step: as many
-matmuls in the compiled program as before ``g1`` was re-evaluated).
+them inside ``base`` (chained before, only their change to ``g1`` is carried over). With
+nothing chained before, ``d = 0``. Under ``jit``, XLA's common-subexpression elimination
+merges ``grad_fn(params)`` with the caller's identical computation of ``g1`` (checked on
+:func:`jaxcl.learners.supervised`'s MLP step: as many matmuls in the compiled program as
+before ``g1`` was re-evaluated).
 
 Inside :func:`optax.masked` or :func:`optax.multi_transform` a wrapper would see only its
 sub-tree of the parameters and could not call ``grad_fn``, which takes all of them: it
 raises an error saying to wrap the whole transformation instead,
 ``sam(optax.multi_transform(transforms, labels), rho)`` (every parameter is perturbed, each
 group's optimizer receives its part of the sharpness-aware gradient).
+
+``grad_fn`` runs the model at perturbed weights. If the model keeps running statistics
+(BatchNorm) or any other mutable collection, ``grad_fn`` must discard what it computes: only
+the unperturbed forward pass that produced ``g1`` may update them, otherwise statistics of
+perturbed weights leak into the model (the reason for :func:`optax.contrib.sam`'s opaque
+mode).
 
 With flax, pass ``grad_fn`` through ``nnx.Optimizer.update(model, grads, grad_fn=...)``
 (its ``grad_fn`` takes the ``nnx.Param`` state as a pure pytree, the structure of
@@ -45,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcl.optim import _validation as v
+from jaxcl import _checks
 
 GradFn = Callable[[optax.Params], optax.Updates]
 
@@ -97,22 +104,47 @@ def _is_masked_node(x: Any) -> bool:
 
 def _check_call(name: str, params: Any, grad_fn: GradFn | None) -> None:
     if grad_fn is None:
-        raise ValueError(
-            f"{name}: update() needs the keyword argument grad_fn, a function params -> grads "
-            "evaluating the current batch's gradient (flax's TrainState.apply_gradients cannot "
-            "pass it: see the docstring of jaxcl.optim.sam)."
+        _checks.fail(
+            "grad_fn",
+            f"passed to {name}'s update(): a function params -> grads evaluating the current "
+            "batch's gradient (flax's TrainState.apply_gradients cannot pass it: see the "
+            "docstring of jaxcl.optim.sam)",
+            grad_fn,
         )
     if params is None:
-        raise ValueError(f"{name}: update() needs params, to evaluate grad_fn near them.")
+        _checks.fail(
+            "params", f"passed to {name}'s update(), to evaluate grad_fn near them", params
+        )
     # optax.masked (and multi_transform, built on it) replaces the other groups' leaves.
     if any(map(_is_masked_node, jax.tree.leaves(params, is_leaf=_is_masked_node))):
         raise ValueError(
-            f"{name} cannot run inside optax.masked or optax.multi_transform: it sees only its "
-            "group of the parameters there, and grad_fn needs all of them. Wrap the whole "
-            f"transformation instead, e.g. {name}(optax.multi_transform(transforms, labels), "
-            "...): every parameter is perturbed and each group's optimizer receives its part "
-            "of the sharpness-aware gradient."
+            f"params must be all the parameters, as grad_fn needs them: {name} cannot run "
+            "inside optax.masked or optax.multi_transform. Wrap the whole transformation "
+            f"instead, e.g. {name}(optax.multi_transform(transforms, labels), ...): every "
+            "parameter is perturbed and each group's optimizer receives its part of the "
+            "sharpness-aware gradient. Got a pytree with optax.MaskedNode leaves"
         )
+
+
+def _wrapper(
+    name: str,
+    base: optax.GradientTransformation,
+    state_type: type[SAMState] | type[GNPState],
+    gradient: Callable[[optax.Updates, optax.Params, GradFn], optax.Updates],
+) -> optax.GradientTransformationExtraArgs:
+    """``base`` applied to ``gradient(updates, params, grad_fn)``, its state in ``state_type``."""
+    base = optax.with_extra_args_support(base)
+
+    def init_fn(params):
+        return state_type(inner_state=base.init(params))
+
+    def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+        _check_call(name, params, grad_fn)
+        g = gradient(updates, params, grad_fn)
+        new_updates, inner = base.update(g, state.inner_state, params, **extra_args)
+        return new_updates, state_type(inner_state=inner)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def sam(
@@ -148,27 +180,16 @@ def sam(
       Foret et al., `Sharpness-Aware Minimization for Efficiently Improving Generalization
       <https://arxiv.org/abs/2010.01412>`_, 2021.
     .. warning::
-      ``grad_fn`` runs the model at perturbed weights. If the model keeps running
-      statistics (BatchNorm) or any other mutable collection, ``grad_fn`` must discard
-      what it computes: only the unperturbed forward pass that produced ``g1`` may update
-      them, otherwise statistics of perturbed weights leak into the model (the reason for
-      :func:`optax.contrib.sam`'s opaque mode). Put gradient clipping inside ``base``:
-      chained before, only its change to ``g1`` is carried over (module docstring).
+      ``grad_fn`` runs the model at perturbed weights: see the module docstring for
+      BatchNorm statistics and for gradient clipping.
     """
-    v.check_nonnegative("rho", rho)
-    base = optax.with_extra_args_support(base)
+    _checks.non_negative("rho", rho)
 
-    def init_fn(params):
-        return SAMState(inner_state=base.init(params))
-
-    def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
-        _check_call("sam", params, grad_fn)
+    def gradient(updates, params, grad_fn):
         _, _, g2, offset = _gradients(updates, params, rho, grad_fn)
-        g = jax.tree.map(lambda a, d: a + d, g2, offset)
-        new_updates, inner = base.update(g, state.inner_state, params, **extra_args)
-        return new_updates, SAMState(inner_state=inner)
+        return jax.tree.map(lambda a, d: a + d, g2, offset)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return _wrapper("sam", base, SAMState, gradient)
 
 
 def gnp(
@@ -212,26 +233,17 @@ def gnp(
       in Deep Learning <https://arxiv.org/abs/2202.03599>`_, 2022. Code:
       ``zhaoyang-0204/gnp``, ``training/training_core.py``.
     .. warning::
-      ``grad_fn`` runs the model at perturbed weights. If the model keeps running
-      statistics (BatchNorm) or any other mutable collection, ``grad_fn`` must discard
-      what it computes: only the unperturbed forward pass that produced ``g1`` may update
-      them, otherwise statistics of perturbed weights leak into the model (the reason for
-      :func:`optax.contrib.sam`'s opaque mode). Put gradient clipping inside ``base``:
-      chained before, only its change to ``g1`` is carried over (module docstring).
+      ``grad_fn`` runs the model at perturbed weights: see the module docstring for
+      BatchNorm statistics and for gradient clipping.
     """
-    v.check_nonnegative("r", r)
-    v.check_fraction("alpha", alpha)
-    base = optax.with_extra_args_support(base)
+    _checks.non_negative("r", r)
+    _checks.in_range("alpha", alpha, 0, 1)
 
-    def init_fn(params):
-        return GNPState(inner_state=base.init(params))
-
-    def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
-        _check_call("gnp", params, grad_fn)
+    def gradient(updates, params, grad_fn):
         g1, direction, g2, offset = _gradients(updates, params, r, grad_fn)
         first = direction if normalize_first else g1
         plain = jnp.asarray(r) == 0
-        mixed = jax.tree.map(
+        return jax.tree.map(
             lambda a, f, b, d: (jnp.where(plain, a, (1 - alpha) * f + alpha * b) + d).astype(
                 a.dtype
             ),
@@ -240,7 +252,5 @@ def gnp(
             g2,
             offset,
         )
-        new_updates, inner = base.update(mixed, state.inner_state, params, **extra_args)
-        return new_updates, GNPState(inner_state=inner)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return _wrapper("gnp", base, GNPState, gradient)

@@ -8,7 +8,10 @@ variants. The per-task parameter-isolation learner built on them is
 :func:`jaxcl.learners.dst`.
 
 Reference: Yildirim et al., `Continual Learning with Dynamic Sparse Training
-<https://arxiv.org/abs/2308.14831>`_, CPAL 2024 (code ``muratonuryildirim/CL-with-DST``).
+<https://arxiv.org/abs/2308.14831>`_, CPAL 2024, PMLR 234:94-107; the authors' code is
+``muratonuryildirim/CL-with-DST``: ``core.py`` (``Masking``: ERK/uniform masks, magnitude
+death and the four growth criteria; ``DeathCosineDecay``); the per-task loop of
+``cifar100.py`` is :func:`jaxcl.learners.dst`.
 """
 
 from jaxcl.sparse._densities import INITS as INITS

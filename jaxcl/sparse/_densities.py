@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Real
 
 import numpy as np
+
+from jaxcl import _checks
 
 INITS = ("erk", "uniform")
 Shape = Sequence[int]
@@ -19,22 +20,16 @@ Shape = Sequence[int]
 
 def check_density(density: float) -> float:
     """``density`` as a float, refused unless it is a real number in (0, 1]."""
-    real = isinstance(density, Real) or (np.ndim(density) == 0 and hasattr(density, "dtype"))
-    if isinstance(density, (bool, np.bool_)) or not real:
-        raise ValueError(f"density must be a real number in (0, 1], got {density!r}")
-    d = float(density)
-    if not 0.0 < d <= 1.0:  # also refuses NaN
-        raise ValueError(f"density must be in (0, 1], got {density!r}")
-    return d
+    return _checks.in_range("density", density, 0, 1, "(]", scalar=True)
 
 
 def _check_shapes(shapes: Sequence[Shape]) -> list[tuple[int, ...]]:
     shapes = [tuple(int(n) for n in s) for s in shapes]
     if not shapes:
-        raise ValueError("shapes is empty: a sparse network needs at least one layer")
+        _checks.fail("shapes", "non-empty (a sparse network needs at least one layer)", shapes)
     bad = [s for s in shapes if len(s) < 1 or min(s) < 1]
     if bad:
-        raise ValueError(f"every shape must be non-empty with positive sizes, got {bad}")
+        _checks.fail("every shape", "non-empty with positive sizes", bad)
     return shapes
 
 
@@ -99,11 +94,10 @@ def erk_densities(
 
 def densities(shapes: Sequence[Shape], density: float, *, init: str) -> list[float]:
     """Per-layer densities by name: ``"erk"`` (:func:`erk_densities`) or ``"uniform"``."""
+    _checks.one_of("init", init, INITS)
     if init == "erk":
         return erk_densities(shapes, density)
-    if init == "uniform":
-        return uniform_densities(shapes, density)
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return uniform_densities(shapes, density)
 
 
 def layer_counts(shapes: Sequence[Shape], layer_densities: Sequence[float]) -> list[int]:
@@ -126,17 +120,18 @@ def layer_counts(shapes: Sequence[Shape], layer_densities: Sequence[float]) -> l
     """
     shapes = _check_shapes(shapes)
     if len(layer_densities) != len(shapes):
-        raise ValueError(
-            f"got {len(layer_densities)} densities for {len(shapes)} shapes; need one each"
+        _checks.fail(
+            "layer_densities", f"one density for each of the {len(shapes)} shapes", layer_densities
         )
     layer_densities = [check_density(d) for d in layer_densities]
     counts = _largest_remainder(shapes, layer_densities)
     empty = _first_empty(counts)
     if empty is not None:
         size = math.prod(shapes[empty])
-        raise ValueError(
-            f"{_describe(empty, shapes, layer_densities)} keeps no weight: its density must be "
-            f"at least 1/{size} = {_round_up(1 / size)} to keep one"
+        _checks.fail(
+            f"the density of {_describe(empty, shapes)}",
+            f"at least 1/{size} = {_round_up(1 / size)} to keep one weight",
+            layer_densities[empty],
         )
     return counts
 
@@ -156,11 +151,12 @@ def density_counts(
     counts = _largest_remainder(shapes, layer_densities)
     empty = _first_empty(counts)
     if empty is not None:
-        raise ValueError(
-            f"density {density!r} with init={init!r} leaves "
-            f"{_describe(empty, shapes, layer_densities)} without any weight: density must be "
-            f"at least {_round_up(min_density(shapes, init=init))} to keep a weight in every "
-            "layer"
+        _checks.fail(
+            "density",
+            f"at least {_round_up(min_density(shapes, init=init))} with init={init!r} to keep a "
+            f"weight in every layer ({_describe(empty, shapes)} would get density "
+            f"{layer_densities[empty]:.3g}, no weight)",
+            density,
         )
     return layer_densities, counts
 
@@ -201,11 +197,8 @@ def _first_empty(counts: Sequence[int]) -> int | None:
     return next((i for i, c in enumerate(counts) if c == 0), None)
 
 
-def _describe(layer: int, shapes: Sequence[Shape], layer_densities: Sequence[float]) -> str:
-    return (
-        f"layer {layer} (shape {tuple(shapes[layer])}, {math.prod(shapes[layer])} weights, "
-        f"density {layer_densities[layer]:.3g})"
-    )
+def _describe(layer: int, shapes: Sequence[Shape]) -> str:
+    return f"layer {layer} (shape {tuple(shapes[layer])}, {math.prod(shapes[layer])} weights)"
 
 
 def _round_up(x: float, digits: int = 3) -> float:

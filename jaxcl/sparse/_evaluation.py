@@ -1,4 +1,4 @@
-"""Evaluation variants of DST continual learning (algorithms.md §3(a) step 6, "Metrics").
+"""Evaluation variants of DST continual learning (Yildirim et al., arXiv 2308.14831).
 
 Every variant evaluates task j, once trained, with its own subnetwork ``W ⊙ M_j`` (the task
 identity only selects the mask). They differ in the competing logits and in what the
@@ -17,8 +17,9 @@ accuracy matrix holds above the diagonal (tasks not trained yet):
   the diagonal.
 
 Both keep the authors' training loss on the task's own logits. Deliberately not
-reproduced: random crops and flips at test time, shuffled test batches, and the
-checkpoint at the epoch of best *training* accuracy (§3(f) items 2-4).
+reproduced: random crops and flips at test time (``utils.py`` ``get_transform``), shuffled
+test batches (``utils.py`` ``get_loader``), and the checkpoint at the epoch of best
+*training* accuracy (``cifar100.py``, ``save_checkpoint`` when ``train_acc > best_acc``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl import _checks
+
 # Evaluation variant -> the scenario head it needs (jaxcl.scenarios).
 EVALUATIONS = {"task_il": "task", "authors_code": "shared"}
 
 
 def check_evaluation(name: str) -> str:
     """``name`` if it is one of :data:`EVALUATIONS`, else ValueError."""
-    if name not in EVALUATIONS:
-        raise ValueError(f"evaluation must be one of {tuple(EVALUATIONS)}, got {name!r}")
-    return name
+    return _checks.one_of("evaluation", name, EVALUATIONS)
 
 
 def label_shift_maps(task_classes: np.ndarray) -> np.ndarray:
@@ -58,8 +59,8 @@ def label_shift_maps(task_classes: np.ndarray) -> np.ndarray:
     groups = [np.flatnonzero(row) for row in task_classes]
     sizes = {len(g) for g in groups}
     if len(sizes) != 1:
-        raise ValueError(
-            f"the label shift needs the same number of classes in every task, got {sorted(sizes)}"
+        _checks.fail(
+            "the number of classes per task", "the same in every task (label shift)", sorted(sizes)
         )
     maps = np.empty((num_tasks, num_tasks, num_classes), np.int32)
     every = np.arange(num_classes)

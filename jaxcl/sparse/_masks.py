@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl import _checks
 from jaxcl.optim._masks import check_mask
 
 PyTree = Any
@@ -46,10 +47,10 @@ def top_k_mask(
       Bool array of ``scores.shape``.
     """
     flat = scores.reshape(-1)
-    if not 0 <= k_max <= flat.size:
-        raise ValueError(f"k_max must be in [0, {flat.size}], got {k_max}")
-    if ties is not None and jnp.shape(ties) != scores.shape:
-        raise ValueError(f"ties must have the scores' shape {scores.shape}, got {jnp.shape(ties)}")
+    if _checks.non_negative_int("k_max", k_max) > flat.size:
+        _checks.fail("k_max", f"at most scores.size = {flat.size}", k_max)
+    if ties is not None:
+        _checks.shape("ties", ties, scores.shape, f"{scores.shape} (the scores')")
     if k_max == 0:
         return jnp.zeros(scores.shape, bool)
     if ties is None:
@@ -104,7 +105,7 @@ def random_masks(
       Bool mask pytree with the structure and shapes of ``params``.
     """
     if bernoulli and densities is None:
-        raise ValueError("densities is required with bernoulli=True")
+        _checks.fail("densities", "given with bernoulli=True", densities)
     leaves, treedef = jax.tree.flatten(params)
     noise = jax.tree.leaves(uniform_like(key, params))
     masks = [

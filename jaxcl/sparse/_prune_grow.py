@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcl import _checks
 from jaxcl.sparse._masks import check_masks, random_bits_like, top_k_mask, uniform_like
 
 PyTree = Any
@@ -29,9 +30,7 @@ GROWTH = ("random", "unfired", "gradient", "momentum")
 
 def check_growth(name: str) -> int:
     """Index of growth criterion ``name`` in :data:`GROWTH`; ValueError if unknown."""
-    if name not in GROWTH:
-        raise ValueError(f"growth must be one of {GROWTH}, got {name!r}")
-    return GROWTH.index(name)
+    return GROWTH.index(_checks.one_of("growth", name, GROWTH))
 
 
 def magnitude_prune(
@@ -171,8 +170,7 @@ def prune_and_regrow(
     Returns:
       A :class:`TopologyUpdate`.
     """
-    if not 0.0 <= max_death_rate <= 1.0:
-        raise ValueError(f"max_death_rate must be in [0, 1], got {max_death_rate!r}")
+    _checks.in_range("max_death_rate", max_death_rate, 0, 1, scalar=True)
     check_masks(masks, weights)
     check_masks(scores, weights, name="scores", boolean=False)
     leaves = [jax.tree.leaves(t) for t in (weights, masks, scores)]

@@ -1,0 +1,250 @@
+"""An experiment as data: methods, how one runs, its table and its findings.
+
+An :class:`Experiment` describes a benchmark table; :func:`jaxcl.cli.run_experiment`
+runs it (flags, the method loop with checkpoints, rows, ``results.json``, ``table.md``,
+plots) and :func:`jaxcl.cli.main` runs it as a command. Everything that differs between
+experiments is a field of the description, data or a small function; everything they
+share is in the library.
+
+How an experiment file is written (``experiments/<name>.py``; a user's own benchmark is
+the same, see the README's "Your own benchmark"):
+
+1. **Methods.** ``METHODS = {name: spec}`` in the table's order, a spec being the method's
+   configuration (a frozen dataclass: it is the checkpoint's fingerprint and the row's
+   ``"config"``) or whatever ``configure(spec, args)`` makes one from under the run's
+   flags (``--quick`` sizes, ``--dataset``, ...). ``default_methods`` is the subset run
+   without ``--methods`` (``quick_methods`` under ``--quick``); ``method_sets`` adds a
+   flag per named subset (``{"grid": names}`` gives ``--grid``).
+2. **The protocol.** ``build(config, args) -> engine.Run``: data, scenario, model,
+   optimizer, learner and :func:`jaxcl.engine.make_run` (pass it
+   ``chunk_size=cli.chunk_size(args, num_tasks)``, the checkpoint interval). The library
+   runs every seed of the method, resumably, and makes the row. Per-method seed counts:
+   ``seeds(config, args)``; a measurement of the trained learners (an evaluation the
+   engine does not do): ``final_diagnostics(run, config)``. Methods that share one
+   compiled program (rows stacked on the seed axis, run by
+   :func:`jaxcl.execution.run_seeds` with ``init=``, checkpointed under ``args.out``
+   unless ``args.no_checkpoint``) or are not engine runs at all (a toy computed in NumPy)
+   give ``execute`` instead of ``build``; a row's ``seconds`` is the time until it is
+   yielded.
+3. **Rows.** A row holds the engine's metrics (``report.result_row``: ``pooled_acc``,
+   ``acc``, ``bwt``, ``fwt``, ``forgetting``, ...; ``engine_metrics=False`` leaves them
+   out, for runs that evaluate only the current task), ``config`` and ``seconds``, plus
+   ``row_metrics(outcome, config, args)`` (more per-seed metrics, e.g. from
+   ``results.diagnostics``) and ``row_fields(outcome, config, args)`` (more entries, e.g.
+   curves; an entry it returns replaces the row's own, ``"config"`` included). Diverged
+   seeds are NaN in the engine's metrics; do the same in yours.
+4. **Flags.** ``flags(parser)`` adds the experiment's own flags (checked by the
+   ``argparse`` types of :mod:`jaxcl.cli`); ``derive(args)`` returns values computed from
+   the flags once (e.g. a task count that depends on ``--quick``), set on ``args`` for
+   every later hook; ``run_config(args)`` is results.json's ``"config"``, everything
+   shared by the rows that changes results (rows of another run configuration are never
+   merged).
+5. **Table and findings.** ``metrics`` are the table's columns, ``paper`` the published
+   numbers beside them (``{method: {metric: fraction}}``), ``header(rows, args)`` the
+   text above (:func:`quick_note` marks a smoke run); ``table(rows, args)`` replaces the
+   standard table (several tables, numbers that depend on a flag). ``findings(rows,
+   args)`` is the text below: the paper's claims checked on the rows, e.g. with
+   :func:`comparisons` (Welch 95% intervals of "A beats B") or :func:`checklist`.
+   ``extras(previous, args)`` adds top-level results.json entries that are not rows (a
+   timing) and their text.
+6. **Plots.** ``accuracy_after_each_task.png`` (every row's accuracy on all test images
+   after each task, with ``forgetting_floor``) unless ``curves=False``; ``plots(rows, args,
+   out_dir)`` draws the experiment's own.
+7. End the file with ``if __name__ == "__main__": cli.main(EXPERIMENT)``; tests call
+   ``cli.run_experiment(EXPERIMENT, argv)``, which returns the rows.
+
+Every hook's ``args`` is the parsed ``argparse.Namespace``: the common flags (``seeds``,
+``out``, ``quick``, ``methods``, ``data_dir``, ``checkpoint_every``, ``seed_chunk``,
+``no_checkpoint``), the experiment's own and the derived values.
+
+Where the scripts' particular needs go: SDM's fewer seeds for 10K-neuron rows, ``seeds``;
+its dead units after each task, ``row_metrics``/``row_fields`` from
+``results.diagnostics``; its ``--dataset``, ``flags`` + ``configure`` + a ``table`` with
+that dataset's paper numbers; CLASSP's evaluation on the training sets,
+``final_diagnostics``; its two tables, ``table``; DST's grid cells stacked in one program
+per task count, ``execute`` (and ``quick_methods``); plasticity's current-task-only
+evaluation, ``engine_metrics=False``; its timing of vmapped against sequential seeds,
+``extras``; Hard ASH's ``--grid``, ``method_sets``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from jaxcl import _checks, engine, execution, metrics, report
+
+__all__ = ["Difference", "Experiment", "checklist", "comparisons", "difference", "quick_note"]
+
+Rows = Sequence[dict[str, Any]]
+Args = argparse.Namespace
+Execute = Callable[[list[tuple[str, Any]], Args], Iterable[tuple[str, Any]]]
+Extras = Callable[[Mapping[str, Any], Args], tuple[Mapping[str, Any], str]]
+
+
+def standard_run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-level configuration of most experiments: the seed count and ``--quick``."""
+    return {"seeds": args.seeds, "quick": args.quick}
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One benchmark table, run by :func:`jaxcl.cli.run_experiment` (module docstring).
+
+    Attributes:
+      name: results.json's ``"experiment"``; the default ``--out`` is ``results/<name>``.
+      description: one line, the command's ``--help``.
+      methods: ``{name: spec}``, the table's rows in order (names without commas).
+      build: ``(config, args) -> engine.Run``, one method's compiled run.
+      execute: instead of ``build``: ``(methods, args)`` with ``methods`` the selected
+        ``(name, config)`` pairs, yielding ``(name, outcome)`` as each finishes; an
+        outcome is :class:`jaxcl.engine.Results` or anything ``row_metrics`` reads.
+      configure: ``(spec, args) -> config``; None: the spec is the config.
+      default_methods: the methods run without ``--methods``; None: all.
+      quick_methods: the methods run with ``--quick`` and without ``--methods``; None:
+        ``default_methods``.
+      method_sets: ``{set name: method names}``, each run by the flag ``--<set name>``.
+      flags: ``parser -> None``, adds the experiment's flags.
+      derive: ``args -> {name: value}``, values computed from the flags, set on ``args``.
+      run_config: ``args -> results.json's "config"``.
+      seeds: ``(config, args) -> int``, a method's seed count; None: ``--seeds``.
+      final_diagnostics: ``(run, config) -> execution.FinalDiagnostics`` of a method.
+      engine_metrics: rows hold the engine's metrics (:func:`jaxcl.report.result_row`).
+      row_metrics: ``(outcome, config, args) -> {metric: [S] per-seed values}``.
+      row_fields: ``(outcome, config, args) -> {key: JSON-ready value}``, more row entries.
+      metrics: the table's columns, also printed as each row finishes.
+      paper: ``{method: {metric: fraction}}``, published numbers shown beside ours.
+      header: ``(rows, args) -> str``, the text above the table.
+      table: ``(rows, args) -> str``, replaces the standard table of ``metrics``.
+      findings: ``(rows, args) -> str``, the text below the table.
+      extras: ``(previous payload, args) -> ({key: value}, text)``: top-level results.json
+        entries beside the rows and their text, after the findings. ``previous`` is the
+        earlier ``results.json`` of the same run configuration (``{"rows": [...]}`` when
+        there is none), so a measurement not re-run can be kept.
+      forgetting_floor: the accuracy of a model that knows only the last task, drawn in
+        the accuracy plot.
+      curves: write ``accuracy_after_each_task.png`` (rows need ``pooled_acc_after_task``).
+      plots: ``(rows, args, out_dir) -> None``, the experiment's own plots.
+      default_seeds: the default of ``--seeds``.
+      checkpoints: take the checkpoint flags (resumable runs); False for runs of seconds.
+      data: take ``--data-dir`` (a tfds data directory).
+    """
+
+    name: str
+    description: str
+    methods: Mapping[str, Any]
+    build: Callable[[Any, Args], engine.Run] | None = None
+    execute: Execute | None = None
+    configure: Callable[[Any, Args], Any] | None = None
+    default_methods: Sequence[str] | None = None
+    quick_methods: Sequence[str] | None = None
+    method_sets: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+    flags: Callable[[argparse.ArgumentParser], None] | None = None
+    derive: Callable[[Args], Mapping[str, Any]] | None = None
+    run_config: Callable[[Args], Mapping[str, Any]] = standard_run_config
+    seeds: Callable[[Any, Args], int] | None = None
+    final_diagnostics: Callable[[engine.Run, Any], execution.FinalDiagnostics] | None = None
+    engine_metrics: bool = True
+    row_metrics: Callable[[Any, Any, Args], Mapping[str, Any]] | None = None
+    row_fields: Callable[[Any, Any, Args], Mapping[str, Any]] | None = None
+    metrics: Sequence[str] = ("pooled_acc", "acc", "bwt", "forgetting")
+    paper: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    header: Callable[[Rows, Args], str] | None = None
+    table: Callable[[Rows, Args], str] | None = None
+    findings: Callable[[Rows, Args], str] | None = None
+    extras: Extras | None = None
+    forgetting_floor: float | None = None
+    curves: bool = True
+    plots: Callable[[Rows, Args, Path], None] | None = None
+    default_seeds: int = 5
+    checkpoints: bool = True
+    data: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            _checks.fail("methods", "a non-empty mapping of names to specs", self.methods)
+        for name in self.methods:
+            if not isinstance(name, str) or not name or "," in name:
+                _checks.fail("each method name", "a non-empty string without commas", name)
+        if (self.build is None) == (self.execute is None):
+            given = "both" if self.build is not None else "neither"
+            _checks.fail("build or execute", "given (exactly one of them)", given)
+        named = {
+            "default_methods": self.default_methods or (),
+            "quick_methods": self.quick_methods or (),
+            "paper": self.paper,
+            **{f"method_sets[{key!r}]": names for key, names in self.method_sets.items()},
+        }
+        for field, names in named.items():
+            for name in names:
+                _checks.one_of(f"each name of {field}", name, self.methods)
+        _checks.positive_int("default_seeds", self.default_seeds)
+
+
+def quick_note(args: argparse.Namespace) -> str:
+    """``" QUICK smoke configuration."`` under ``--quick``, else ``""`` (for headers)."""
+    return " QUICK smoke configuration." if args.quick else ""
+
+
+class Difference(NamedTuple):
+    """``mean(a) − mean(b)`` over seeds and its Welch 95% half-width.
+
+    See :func:`jaxcl.metrics.difference_ci95`: the difference is significant at 5% when
+    ``|mean| > half``; with fewer than two finite seeds on a side ``half`` is NaN and
+    nothing is significant.
+    """
+
+    mean: float
+    half: float
+
+    @property
+    def significant(self) -> bool:
+        return bool(math.isfinite(self.half) and abs(self.mean) > self.half)
+
+    @property
+    def verdict(self) -> str:
+        """``"higher"`` or ``"lower"`` when significant, else ``"n.s."``."""
+        if not self.significant:
+            return "n.s."
+        return "higher" if self.mean > 0 else "lower"
+
+    def points(self) -> str:
+        """``"+1.2 ± 0.3"``: the difference of two fractions in percentage points."""
+        return f"{100 * self.mean:+.1f} ± {100 * self.half:.1f}"
+
+
+def difference(rows: Rows, a: str, b: str, metric: str) -> Difference | None:
+    """Row ``a`` minus row ``b`` on ``metric`` (non-finite seeds left out), Welch 95%.
+
+    Returns None when either row is missing (a ``--methods`` subset).
+    """
+    by_method = {row["method"]: row for row in rows}
+    if a not in by_method or b not in by_method:
+        return None
+    values = [report.per_seed(by_method[m])[metric] for m in (a, b)]
+    return Difference(*metrics.difference_ci95(*values))
+
+
+def comparisons(rows: Rows, pairs: Iterable[tuple[str, str]], metric: str, *, title: str) -> str:
+    """The verdict on ``a − b`` for each pair whose rows exist, as a titled list.
+
+    Each line reads ``"- a − b: +1.2 ± 0.3 points (higher)"`` (``higher``/``lower`` when
+    the Welch 95% interval excludes 0, else ``n.s.``). Returns ``""`` when no pair has
+    both rows, so a ``--methods`` subset writes no empty section.
+    """
+    lines = []
+    for a, b in pairs:
+        diff = difference(rows, a, b, metric)
+        if diff is not None:
+            lines.append(f"- {a} − {b}: {diff.points()} points ({diff.verdict})\n")
+    return f"\n{title}:\n\n" + "".join(lines) if lines else ""
+
+
+def checklist(claims: Mapping[str, bool]) -> str:
+    """A ``"- claim: yes"`` (or ``NO``) line per claim after a blank line; ``""`` for none."""
+    lines = "".join(f"- {claim}: {'yes' if ok else 'NO'}\n" for claim, ok in claims.items())
+    return "\n" + lines if lines else ""
