@@ -8,8 +8,8 @@ embeddings). Protocol as the authors' code ran it (``TrentBrick/SDMContinualLear
 class-incremental {0,1}, {2,3}, ..., one shared head; batch 128; SGD lr 0.05, gradients
 clipped to global norm 1; 500 epochs per task; 1K neurons unless "_10k"; SDMLP with the
 GABA switch at T = 5M; EWC λ=200 β=0.005, MAS λ=0.5, SI λ=1500 β=0.005; Top-K =
-``FFN_TOP_K`` (biases, k annealed 1000 → 10 over 200 epochs, mask); FlyModel: one pass,
-lr 0.005, the tables' inputs per Kenyon cell.
+``FFN_TOP_K`` (biases, k annealed 1000 → 10 over 200 epochs, mask); FlyModel
+(:func:`jaxcl.learners.fly_model`): one pass, lr 0.005, the tables' inputs per Kenyon cell.
 
 Those inputs: Tables 7/8 state 64 (1K cells) and 32 (10K) on Split-MNIST, 64 and 64 on
 Split-FashionMNIST. App. G.2 says 32 "performed better" at both sizes, but the authors'
@@ -57,7 +57,7 @@ import numpy as np
 
 from jaxcl import cli, data, engine, learners, regularizers, report, scenarios, types
 from jaxcl.experiment import Experiment, quick_note
-from jaxcl.models.fly import fly_model, kenyon_cells
+from jaxcl.models.fly import kenyon_cells
 from jaxcl.models.sdm import SDMLP, sdm_projection, unit_activity
 from jaxcl.optim import get_optimizer
 
@@ -206,7 +206,7 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
     dim, classes = scenario.input_dim, scenario.num_classes
     if config.model == "fly":
         cells = dict(num_cells=config.width, n_response=config.n_response)
-        learner = fly_model(
+        learner = learners.fly_model(
             input_dim=dim, num_classes=classes, learning_rate=config.fly_learning_rate, **cells
         )
 
