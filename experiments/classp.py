@@ -73,7 +73,7 @@ import optax
 
 from jaxcl import cli, data, engine, execution, learners, losses, regularizers, report, scenarios
 from jaxcl import optim as jo
-from jaxcl.experiment import Experiment, difference, quick_note
+from jaxcl.experiment import Experiment, difference, quick_note, standard_run_config
 from jaxcl.models.classp_cnn import PyTorchMnistCNN
 from jaxcl.optim import get_optimizer
 
@@ -339,8 +339,7 @@ EXPERIMENT = Experiment(
     flags=flags,
     derive=data_sizes,
     run_config=lambda args: {
-        "seeds": args.seeds,
-        "quick": args.quick,
+        **standard_run_config(args),
         "shuffle": args.shuffle,
         "paper_threshold": args.paper_threshold,
         "train_per_dataset": args.train_per_dataset,

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcl import _checks, cli, data, engine, learners, metrics, report, scenarios, types
-from jaxcl.experiment import Experiment, difference, quick_note, seed_timing
+from jaxcl.experiment import Experiment, difference, quick_note, seed_timing, standard_run_config
 from jaxcl.models.mlp import MLP
 from jaxcl.optim import get_optimizer
 
@@ -371,8 +371,7 @@ EXPERIMENT = Experiment(
     flags=flags,
     derive=derive,
     run_config=lambda args: {
-        "seeds": args.seeds,
-        "quick": args.quick,
+        **standard_run_config(args),
         "window": args.window,
         "tasks": args.tasks,
         **args.shared,

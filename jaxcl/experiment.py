@@ -89,6 +89,7 @@ __all__ = [
     "difference",
     "quick_note",
     "seed_timing",
+    "standard_run_config",
 ]
 
 Rows = Sequence[dict[str, Any]]
