@@ -80,7 +80,7 @@ import numpy as np
 import optax
 
 import jaxcl
-from jaxcl import cli, data, engine, execution, metrics, report, scenarios, sparse
+from jaxcl import cli, data, engine, execution, learners, metrics, report, scenarios, sparse
 from jaxcl.models.cnn import CNN
 from jaxcl.models.resnet import ResNet
 from jaxcl.optim import masked_adam
@@ -109,8 +109,8 @@ class Cell:
 
     def growth_schedule(self) -> tuple[str, ...]:
         if self.growth == "adaptive":
-            return sparse.adaptive_growth(self.num_tasks)
-        return sparse.growth_schedule(self.growth, self.num_tasks)
+            return learners.adaptive_growth(self.num_tasks)
+        return learners.growth_schedule(self.growth, self.num_tasks)
 
 
 GRID = tuple(
@@ -236,18 +236,23 @@ def build_run(
     config: Config, scenario: scenarios.Scenario, cell: Cell, *, chunk_size: int = 1
 ) -> engine.Run:
     """The compiled run of one task count; ``cell`` only sets the learner's default config."""
-    steps = sparse.task_steps(
-        scenario, batch_size=config.batch_size, epochs_per_task=config.epochs_per_task
+    # The engine's batches per task (what it passes the learner as Batch.task_steps).
+    spec = engine.RunSpec(
+        num_tasks=scenario.num_tasks,
+        train_rows=scenario.train_idx.shape[1],
+        test_rows=scenario.test_idx.shape[1],
+        batch_size=config.batch_size,
+        epochs_per_task=config.epochs_per_task,
     )
+    steps = spec.epochs[0] * spec.batches_per_epoch
     # LR ×0.1 at 1/2 and 3/4 of each task (the optimizer, hence its step count, restarts).
     boundaries = {round(steps / 2): 0.1, round(3 * steps / 4): 0.1}
     schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
-    learner = sparse.dst(
+    learner = learners.dst(
         build_model(config, scenario.num_classes),
         masked_adam(schedule),
         input_dim=scenario.input_dim,
         task_classes=scenario.class_mask,
-        steps_per_task=steps,
         density=1 - cell.sparsity / 100,
         init=cell.init,
         growth=cell.growth_schedule(),
@@ -269,7 +274,7 @@ def init_rows(run: engine.Run, cells: Sequence[Cell]) -> execution.InitGroup:
     initial state with cell ``c``'s sparsity configuration (a :data:`InitGroup`)."""
     shapes = sparse.leaf_shapes(jax.eval_shape(run.learner.init, jax.random.PRNGKey(0)).params)
     configs = [
-        sparse.sparsity_config(
+        learners.sparsity_config(
             shapes,
             density=1 - cell.sparsity / 100,
             init=cell.init,

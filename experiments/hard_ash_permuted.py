@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import hard_ash, plasticity
 from jaxcl import cli, engine, metrics, report, scenarios
+from jaxcl.io import json_ready
 
 # method -> (activation, optimizer, overrides of the pinned activation hyperparameters)
 METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -128,7 +129,7 @@ def method_row(method: str, results: engine.Results, config: Config, seconds: fl
     row["metrics"].update(metrics.summary_table(windows))
     final = np.where(np.asarray(results.diverged)[:, None], np.nan, results.accuracy[:, -1])
     for name, values in [("new_task_acc", curves), ("final_task_acc", final)]:
-        row[name] = report.json_ready(np.where(np.isfinite(values), values, None))
+        row[name] = json_ready(np.where(np.isfinite(values), values, None))
     return row
 
 
