@@ -223,8 +223,8 @@ def sdmlp(method: str) -> Callable[[bool, int | None], Setup]:
 
 def classp_cnn(quick: bool, batch_size: int | None) -> Setup:
     """``classp_paper`` of ``experiments/classp.py`` (the PyTorch MNIST CNN, CLASSP, batch 32)."""
-    config = _resized(classp.config_for("classp_paper"), batch_size or (4 if quick else None))
-    return _built(lambda: classp.build_run(config, data_dir=SYNTHETIC)[0], "supervised", config)
+    config = _resized(classp.METHODS["classp_paper"], batch_size or (4 if quick else None))
+    return _built(lambda: classp.build_run(config, data_dir=SYNTHETIC), "supervised", config)
 
 
 def dst_model(dataset: str) -> Callable[[bool, int | None], Setup]:

@@ -64,7 +64,7 @@ that dataset's paper numbers; CLASSP's evaluation on the training sets,
 ``final_diagnostics``; its two tables, ``table``; DST's grid cells stacked in one program
 per task count, ``execute`` (and ``quick_methods``); plasticity's current-task-only
 evaluation, ``engine_metrics=False``; its timing of vmapped against sequential seeds,
-``extras``; Hard ASH's ``--grid``, ``method_sets``.
+``extras`` with :func:`seed_timing`; Hard ASH's ``--grid``, ``method_sets``.
 """
 
 from __future__ import annotations
@@ -72,13 +72,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from jaxcl import _checks, engine, execution, metrics, report
 
-__all__ = ["Difference", "Experiment", "checklist", "comparisons", "difference", "quick_note"]
+__all__ = [
+    "Difference",
+    "Experiment",
+    "checklist",
+    "comparisons",
+    "difference",
+    "quick_note",
+    "seed_timing",
+    "standard_run_config",
+]
 
 Rows = Sequence[dict[str, Any]]
 Args = argparse.Namespace
@@ -248,3 +260,31 @@ def checklist(claims: Mapping[str, bool]) -> str:
     """A ``"- claim: yes"`` (or ``NO``) line per claim after a blank line; ``""`` for none."""
     lines = "".join(f"- {claim}: {'yes' if ok else 'NO'}\n" for claim, ok in claims.items())
     return "\n" + lines if lines else ""
+
+
+def seed_timing(
+    run: engine.Run, seeds: int, curves: Callable[[engine.Results], np.ndarray]
+) -> dict[str, float]:
+    """Wall time of seeds ``0..seeds−1`` in one vmapped program vs one seed at a time.
+
+    Each way is compiled first (one program per seed count) and timed apart from its run
+    (``vmapped_compile_s``, ``vmapped_run_s``, ``seed_by_seed_compile_s``,
+    ``seed_by_seed_run_s``, in seconds to 0.01); ``speedup`` is the ratio of the run times
+    and ``max_abs_curve_difference`` the largest difference between the two ways'
+    per-seed ``curves(results)`` (``[S, ...]``; 0 when vmapping changes nothing).
+    """
+    seconds, measured = {}, {}
+    for mode, groups in [("vmapped", [list(range(seeds))]), ("seed_by_seed", None)]:
+        groups = groups or [[s] for s in range(seeds)]
+        start = time.perf_counter()
+        state, _ = run.init(engine.seed_keys(groups[0]))
+        run.compiled_chunk(state)
+        seconds[f"{mode}_compile_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        measured[mode] = np.concatenate([curves(run(engine.seed_keys(g))) for g in groups])
+        seconds[f"{mode}_run_s"] = time.perf_counter() - start
+    timing = {key: round(value, 2) for key, value in seconds.items()}
+    timing["speedup"] = round(seconds["seed_by_seed_run_s"] / seconds["vmapped_run_s"], 2)
+    difference = np.abs(measured["vmapped"] - measured["seed_by_seed"]).max()
+    timing["max_abs_curve_difference"] = float(difference)
+    return timing

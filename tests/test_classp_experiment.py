@@ -1,5 +1,6 @@
 """The CLASSP experiment: optimizer phases, and the quick run end to end on real data."""
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 
 from experiments import classp
+from jaxcl import cli
 
 
 def test_paper_mode_is_gated_sgd_on_task_1_then_thresholded_classp():
-    config = classp.config_for("classp_paper", thresholds=(0.0, 0.5))
+    config = dataclasses.replace(classp.METHODS["classp_paper"], thresholds=(0.0, 0.5))
     opt = classp.build_optimizer(config, steps_on_task1=2)
     params = jnp.zeros(2)
     state = opt.init(params)
@@ -25,8 +27,8 @@ def test_paper_mode_is_gated_sgd_on_task_1_then_thresholded_classp():
 
 
 def test_every_method_builds_its_optimizer():
-    for method in classp.METHODS:
-        opt = classp.build_optimizer(classp.config_for(method), steps_on_task1=3)
+    for method, config in classp.METHODS.items():
+        opt = classp.build_optimizer(config, steps_on_task1=3)
         state = opt.init({"w": jnp.ones(3)})
         u, _ = opt.update({"w": jnp.full(3, 0.5)}, state, {"w": jnp.ones(3)})
         assert np.all(np.isfinite(u["w"])) and np.all(np.asarray(u["w"]) < 0), method
@@ -34,9 +36,8 @@ def test_every_method_builds_its_optimizer():
 
 @pytest.mark.needs_data("mnist", "fashion_mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
-    rows = classp.main(
-        ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "classp_paper"]
-    )
+    argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "classp_paper"]
+    rows = cli.run_experiment(classp.EXPERIMENT, argv)
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "classp" and [r["method"] for r in payload["rows"]] == [
         "classp_paper"

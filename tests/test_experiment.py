@@ -11,7 +11,14 @@ import optax
 import pytest
 
 from jaxcl import cli, data, engine, learners, scenarios
-from jaxcl.experiment import Difference, Experiment, checklist, comparisons, difference
+from jaxcl.experiment import (
+    Difference,
+    Experiment,
+    checklist,
+    comparisons,
+    difference,
+    seed_timing,
+)
 
 # ------------------------------------------------------------- a toy without the engine
 
@@ -252,3 +259,18 @@ def test_rows_without_the_engine_metrics(tmp_path):
     assert list(rows[0]) == ["method", "metrics", "diverged_seeds", "config", "seconds"]
     assert sorted(rows[0]["metrics"]) == ["final_lr", "norm"]
     assert "| sgd |" in (tmp_path / "table.md").read_text()
+
+
+def test_seed_timing_runs_both_ways_and_compares_the_curves():
+    run = build(Config(0.1), cli.experiment_args(ENGINE_TOY, ["--no-checkpoint"]))
+    timing = seed_timing(run, 3, lambda results: results.accuracy)
+    assert sorted(timing) == [
+        "max_abs_curve_difference",
+        "seed_by_seed_compile_s",
+        "seed_by_seed_run_s",
+        "speedup",
+        "vmapped_compile_s",
+        "vmapped_run_s",
+    ]
+    assert timing["max_abs_curve_difference"] == 0.0  # a seed's results do not depend on vmap
+    assert all(value >= 0 for value in timing.values())

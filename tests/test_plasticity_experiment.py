@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import plasticity
-from jaxcl import data, scenarios, types
+from jaxcl import cli, data, scenarios, types
 
 
 def test_pair_head_trains_on_ranks_and_predicts_the_pairs_digits():
@@ -56,7 +56,11 @@ def test_findings_follow_the_welch_intervals():
         "class_pairs/sam@0.01": seeds(0.10, 0.85),
         "class_pairs/gnp@0.01": seeds(0.00, 0.96),
     }
-    lines = plasticity.findings(per_seed, [0.01], plasticity.STREAMS)
+    rows = [
+        {"method": name, "metrics": {k: {"per_seed": v.tolist()} for k, v in values.items()}}
+        for name, values in per_seed.items()
+    ]
+    lines = plasticity.paper_findings(rows)
     assert "does NOT hold (gnp@0.01 helps)" in lines[0]
     assert "SAM loses significantly more plasticity than SGD: holds" in lines[1]
     assert "GNP keeps plasticity best" in lines[2] and lines[2].endswith(": holds.")
@@ -65,9 +69,8 @@ def test_findings_follow_the_welch_intervals():
 @pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
     methods = "permuted/sgd@0.01,class_pairs/gnp@0.01"
-    rows = plasticity.main(
-        ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", methods]
-    )
+    argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", methods]
+    rows = cli.run_experiment(plasticity.EXPERIMENT, argv)
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "plasticity"
     assert [r["method"] for r in payload["rows"]] == methods.split(",")
