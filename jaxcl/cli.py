@@ -226,6 +226,7 @@ def run_method(
     *,
     seeds: int | None = None,
     final_diagnostics: execution.FinalDiagnostics | None = None,
+    init: execution.InitGroup | None = None,
 ) -> Results:
     """Runs seeds ``0..seeds−1`` (default ``--seeds``) of one method, checkpointed under ``--out``.
 
@@ -234,8 +235,8 @@ def run_method(
     checkpoint's fingerprint, so resuming or reading back a finished method after any of
     them changed is refused (:class:`jaxcl.checkpoint.ConfigMismatchError`).
 
-    ``final_diagnostics`` measures the trained learners (see
-    :func:`jaxcl.execution.run_seeds`).
+    ``final_diagnostics`` measures the trained learners and ``init`` builds the initial
+    states of rows that are not plain seeds (see :func:`jaxcl.execution.run_seeds`).
     """
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
@@ -253,6 +254,7 @@ def run_method(
         seed_chunk_size=args.seed_chunk or None,
         progress=sys.stderr.isatty(),
         final_diagnostics=final_diagnostics,
+        init=init,
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from experiments import dst
-from jaxcl import data, engine, scenarios, sparse
+from jaxcl import cli, data, engine, scenarios, sparse
 
 
 def test_pair_rounds_are_perfect_matchings_without_repeats():
@@ -30,13 +30,14 @@ def test_pair_rounds_are_perfect_matchings_without_repeats():
 
 
 def test_unknown_method_lists_valid_names(tmp_path):
-    with pytest.raises(ValueError, match="valid names: erk-random-s80-t5"):
-        dst.main(["--quick", "--out", str(tmp_path), "--methods", "erk-random-s99-t5"])
+    with pytest.raises(cli.UsageError, match="valid names: erk-random-s80-t5"):
+        argv = ["--quick", "--out", str(tmp_path), "--methods", "erk-random-s99-t5"]
+        cli.run_experiment(dst.EXPERIMENT, argv)
 
 
 @pytest.mark.needs_data("fashion_mnist")
 def test_quick_grid_block_writes_the_contract_files(tmp_path):
-    rows = dst.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
+    rows = cli.run_experiment(dst.EXPERIMENT, ["--quick", "--seeds", "2", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "dst" and len(payload["rows"]) == len(rows) == 10
     assert {r["cell"]["growth"] for r in rows} == {*dst.GROWTH_NAMES}
@@ -57,13 +58,14 @@ SLOW_DST = """
 import sys, time
 from jaxcl import engine
 from experiments import dst
+from jaxcl import cli
 run_chunk = engine.Run.run_chunk
 def slow(self, state, start):
     print("chunk", start, flush=True)
     time.sleep(0.5)
     return run_chunk(self, state, start)
 engine.Run.run_chunk = slow
-dst.main(sys.argv[1:])
+cli.run_experiment(dst.EXPERIMENT, sys.argv[1:])
 """
 
 
@@ -94,7 +96,8 @@ def test_init_rows_pairs_each_seed_with_each_cell():
 
 @pytest.mark.needs_data("fashion_mnist")
 def test_sigkill_then_rerun_resumes_to_identical_per_cell_results(tmp_path, monkeypatch):
-    reference = dst.main([*TWO_CELLS, "--out", str(tmp_path / "reference"), "--no-checkpoint"])
+    argv = [*TWO_CELLS, "--out", str(tmp_path / "reference"), "--no-checkpoint"]
+    reference = cli.run_experiment(dst.EXPERIMENT, argv)
     out = tmp_path / "killed"
     job = subprocess.Popen(
         [sys.executable, "-c", SLOW_DST, *TWO_CELLS, "--out", str(out)],
@@ -117,7 +120,7 @@ def test_sigkill_then_rerun_resumes_to_identical_per_cell_results(tmp_path, monk
         return run_chunk(self, state, start)
 
     monkeypatch.setattr(engine.Run, "run_chunk", counting)
-    resumed = dst.main([*TWO_CELLS, "--out", str(out)])
+    resumed = cli.run_experiment(dst.EXPERIMENT, [*TWO_CELLS, "--out", str(out)])
     assert starts == [2, 3, 4]  # row 0 was finished; row 1 resumed after its task 2
     for got, want in zip(resumed, reference, strict=True):
         assert got["method"] == want["method"]
