@@ -26,8 +26,8 @@ freshly initialised, no test-time augmentation, no best-train-accuracy checkpoin
 (F-MNIST) far fewer steps than the paper's 25-100 CIFAR epochs.
 
 The cells of one task count share one compiled program (densities, inits and growth
-schedules are data in the learner state): rows ``seed * cells + cell`` on the seed axis,
-resumable per task count (``--out/checkpoints/t<T>-<hash>``; ``--seed-chunk`` counts rows).
+schedules are data in the learner state), stacked on the seed axis and resumable
+(:func:`jaxcl.cli.run_stacked`; ``--seed-chunk`` counts (seed, cell) rows).
 
 Measured (defaults, ``python experiments/dst.py``: Split-Fashion-MNIST, 3 seeds, 90 cells):
 19.5 min on 2 CPU cores shared with two light jobs (T=5 152 s, T=10 393 s, T=20 621 s).
@@ -42,19 +42,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import itertools
-import operator
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcl import cli, data, engine, execution, report, scenarios, sparse
+from jaxcl import cli, data, engine, report, scenarios, sparse
 from jaxcl.experiment import Experiment, quick_note
 from jaxcl.models.cnn import CNN
 from jaxcl.models.resnet import ResNet
@@ -65,6 +63,7 @@ GROWTH_NAMES = (*sparse.GROWTH, "adaptive")
 SPARSITIES = (80, 90, 95)
 TASK_COUNTS = (5, 10, 20)
 COLUMNS = ("acc", "bwt", "fwt", "learning_acc", "used_fraction")
+RUN_FLAGS = ("seeds", "quick", "dataset", "evaluation")  # results.json's "config"
 # The README's CIFAR-100 runs (``muratonuryildirim/CL-with-DST`` ``README.md``, its 5-,
 # 10- and 20-task commands): epochs and update frequency per T.
 CIFAR_SCHEDULE = {5: (100, 100), 10: (100, 400), 20: (25, 100)}
@@ -85,19 +84,17 @@ class Cell:
     def name(self) -> str:
         return f"{self.init}-{self.growth}-s{self.sparsity}-t{self.num_tasks}"
 
-    def growth_schedule(self) -> tuple[str, ...]:
+    def sparsity_kwargs(self) -> dict[str, Any]:
+        """The DST learner's density, init and growth schedule (one growth per task)."""
         if self.growth == "adaptive":
-            return sparse.adaptive_growth(self.num_tasks)
-        return sparse.growth_schedule(self.growth, self.num_tasks)
+            growth = sparse.adaptive_growth(self.num_tasks)
+        else:
+            growth = sparse.growth_schedule(self.growth, self.num_tasks)
+        return {"density": 1 - self.sparsity / 100, "init": self.init, "growth": growth}
 
 
 # The grid's axes, in the table's order.
-AXES = {
-    "num_tasks": TASK_COUNTS,
-    "sparsity": SPARSITIES,
-    "init": INIT_NAMES,
-    "growth": GROWTH_NAMES,
-}
+AXES = dict(num_tasks=TASK_COUNTS, sparsity=SPARSITIES, init=INIT_NAMES, growth=GROWTH_NAMES)
 GRID = tuple(Cell(i, g, s, t) for t, s, i, g in itertools.product(*AXES.values()))
 
 
@@ -205,9 +202,7 @@ def build_run(
         input_dim=scenario.input_dim,
         task_classes=scenario.class_mask,
         steps_per_task=steps,
-        density=1 - cell.sparsity / 100,
-        init=cell.init,
-        growth=cell.growth_schedule(),
+        **cell.sparsity_kwargs(),
         update_frequency=config.update_frequency,
         evaluation=config.evaluation,
     )
@@ -215,27 +210,15 @@ def build_run(
     return engine.make_run(scenario, learner, **sizes, eval_batch_size=500, chunk_size=chunk_size)
 
 
-def init_rows(run: engine.Run, cells: Sequence[Cell]) -> execution.InitGroup:
-    """Row ``seed * len(cells) + c``: seed ``seed``'s initial state with cell ``c``'s
-    sparsity configuration."""
+def sparsity_configs(run: engine.Run, cells: Sequence[Cell]) -> dict[str, sparse.DSTConfig]:
+    """Each cell's sparsity configuration, data in the learner's state."""
     shapes = sparse.leaf_shapes(jax.eval_shape(run.learner.init, jax.random.PRNGKey(0)).params)
-    configs = [
-        sparse.sparsity_config(
-            shapes,
-            density=1 - cell.sparsity / 100,
-            init=cell.init,
-            growth=cell.growth_schedule(),
-            num_tasks=cell.num_tasks,
-        )
-        for cell in cells
-    ]
+    kwargs = {c.name: {**c.sparsity_kwargs(), "num_tasks": c.num_tasks} for c in cells}
+    return {name: sparse.sparsity_config(shapes, **kw) for name, kw in kwargs.items()}
 
-    def init(rows: Sequence[int]) -> tuple[engine.EngineState, jax.Array]:
-        state, init_correct = run.init(engine.seed_keys([r // len(cells) for r in rows]))
-        config = jax.tree.map(lambda *xs: jnp.stack(xs), *(configs[r % len(cells)] for r in rows))
-        return state._replace(learner=state.learner._replace(config=config)), init_correct
 
-    return init
+def with_sparsity(state: engine.EngineState, config: sparse.DSTConfig) -> engine.EngineState:
+    return state._replace(learner=state.learner._replace(config=config))
 
 
 def block_config(num_tasks: int, args: argparse.Namespace) -> Config:
@@ -243,21 +226,15 @@ def block_config(num_tasks: int, args: argparse.Namespace) -> Config:
 
 
 def execute(methods: list[tuple[str, Cell]], args: argparse.Namespace):
-    """Each task count's cells as the rows of one run (see the module docstring)."""
+    """Each task count's cells as the rows of one run (:func:`jaxcl.cli.run_stacked`)."""
     for t in TASK_COUNTS:
         cells = [cell for _, cell in methods if cell.num_tasks == t]
-        if not cells:
-            continue
-        config, names = block_config(t, args), [c.name for c in cells]
-        scenario = build_scenario(config, data_dir=args.data_dir)
-        run = build_run(config, scenario, cells[0], chunk_size=cli.chunk_size(args, t))
-        block = f"t{t}-{hashlib.sha256(' '.join(names).encode()).hexdigest()[:10]}"
-        fingerprint = {"rows": "seed * cells + cell", "cells": names, **dataclasses.asdict(config)}
-        results = cli.run_method(
-            run, args, block, fingerprint, seeds=args.seeds * len(cells), init=init_rows(run, cells)
-        )
-        for c, name in enumerate(names):
-            yield name, jax.tree.map(operator.itemgetter(slice(c, None, len(names))), results)
+        if cells:
+            config = block_config(t, args)
+            scenario = build_scenario(config, data_dir=args.data_dir)
+            run = build_run(config, scenario, cells[0], chunk_size=cli.chunk_size(args, t))
+            configs, fingerprint = sparsity_configs(run, cells), dataclasses.asdict(config)
+            yield from cli.run_stacked(run, args, configs, fingerprint, place=with_sparsity)
 
 
 def row_metrics(results: engine.Results, cell: Cell, args: argparse.Namespace) -> dict:
@@ -367,12 +344,7 @@ EXPERIMENT = Experiment(
     execute=execute,
     quick_methods=[c.name for c in GRID if c.num_tasks == 5 and c.sparsity == 90],
     flags=flags,
-    run_config=lambda args: {
-        "seeds": args.seeds,
-        "quick": args.quick,
-        "dataset": args.dataset,
-        "evaluation": args.evaluation,
-    },
+    run_config=lambda args: {flag: getattr(args, flag) for flag in RUN_FLAGS},
     row_metrics=row_metrics,
     row_fields=row_fields,
     metrics=COLUMNS,

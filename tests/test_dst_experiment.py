@@ -69,7 +69,7 @@ cli.run_experiment(dst.EXPERIMENT, sys.argv[1:])
 """
 
 
-def test_init_rows_pairs_each_seed_with_each_cell():
+def test_stacked_rows_pair_each_seed_with_each_cell():
     config = dst.config_for("fashion_mnist", 5, quick=True, evaluation="task_il")
     rng = np.random.default_rng(0)
     ds = data.ArrayDataset(
@@ -83,7 +83,9 @@ def test_init_rows_pairs_each_seed_with_each_cell():
     scenario = scenarios.from_class_groups(ds, dst.class_groups(10, 5), head=head)
     cells = [dst.Cell("erk", "random", 80, 5), dst.Cell("uniform", "gradient", 95, 5)]
     run = dst.build_run(config, scenario, cells[0])
-    state, _ = dst.init_rows(run, cells)([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
+    configs = list(dst.sparsity_configs(run, cells).values())
+    init = cli.stacked_init(run, configs, dst.with_sparsity)
+    state, _ = init([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
     alone = [run.init(engine.seed_keys([seed]))[0] for seed in (0, 1, 2)]
     np.testing.assert_array_equal(
         state.key, np.concatenate([alone[s].key for s in (0, 0, 1, 1, 2)])
@@ -169,7 +171,8 @@ def test_cifar100_resnet_pipeline_on_mocked_data(tmp_path, monkeypatch):
     assert scenario.task_names[1] == "/".join(map(str, range(20, 40)))
     cells = [dst.Cell("erk", "momentum", 80, 5), dst.Cell("uniform", "adaptive", 95, 5)]
     run = dst.build_run(config, scenario, cells[0])
-    state, _ = jax.eval_shape(lambda: dst.init_rows(run, cells)(range(4)))
+    init = cli.stacked_init(run, list(dst.sparsity_configs(run, cells).values()), dst.with_sparsity)
+    state, _ = jax.eval_shape(lambda: init(range(4)))
     assert state.learner.config.counts.shape == (4, 7)  # 2 seeds x 2 cells, 7 layers
     record = run.abstract_record(state)
     assert record.correct.shape == (4, run.spec.chunk_size, 5)
