@@ -295,7 +295,8 @@ def run_stacked(
     program runs every method's ``--seeds`` seeds as rows ``seed * len(methods) + m``,
     checkpointed like :func:`run_method`'s seeds (``--seed-chunk`` counts rows) under
     ``--out/checkpoints/stacked-<hash of the names>``; ``config`` is everything else that
-    changes the results. Yields ``(name, Results)`` in order, as an
+    changes the results (the fingerprint holds the names, not the values: a method's value
+    must follow from its name and ``config``). Yields ``(name, Results)`` in order, as an
     :class:`~jaxcl.experiment.Experiment`'s ``execute`` does.
     """
     names, n = list(methods), len(methods)
