@@ -91,7 +91,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.throughput import matmul_rate
 from experiments import classp, dst, hard_ash, sdm
-from jaxcl import data, engine, learners, report, scenarios, sparse, types
+from jaxcl import data, engine, learners, report, scenarios, types
+from jaxcl.io import write_json
 
 PyTree = Any
 
@@ -182,10 +183,9 @@ def recording(module: Any, name: str) -> Iterator[list[tuple[tuple, dict]]]:
 
 def _built(build_run: Callable[[], engine.Run], constructor: str, config: Any) -> Setup:
     """Runs an experiment's builder on synthetic data, recording the learner's ingredients."""
-    module = sparse if constructor == "dst" else learners
     with (
         mock.patch.object(data, "load", synthetic_load),
-        recording(module, constructor) as calls,
+        recording(learners, constructor) as calls,
     ):
         run = build_run()
     if len(calls) != 1:
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict:
         "table": table,
     }
     out = Path(args.out)
-    report.atomic_write_text(out / "models.json", json.dumps(payload, indent=2) + "\n")
+    write_json(out / "models.json", payload)
     report.write_table(out, table, name="models.md")
     return payload
 

@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import hard_ash
-from jaxcl import engine, report
+from jaxcl import engine
+from jaxcl.io import write_json
 
 
 def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model_gflops_per_seed": round(flops / 1e9, 2),
         "rows": rows,
     }
-    report.atomic_write_text(args.out, json.dumps(payload, indent=2) + "\n")
+    write_json(args.out, payload)
     return payload
 
 

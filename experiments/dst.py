@@ -52,7 +52,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxcl import cli, data, engine, report, scenarios, sparse
+from jaxcl import cli, data, engine, learners, report, scenarios, sparse
 from jaxcl.experiment import Experiment, quick_note
 from jaxcl.models.cnn import CNN
 from jaxcl.models.resnet import ResNet
@@ -87,9 +87,9 @@ class Cell:
     def sparsity_kwargs(self) -> dict[str, Any]:
         """The DST learner's density, init and growth schedule (one growth per task)."""
         if self.growth == "adaptive":
-            growth = sparse.adaptive_growth(self.num_tasks)
+            growth = learners.adaptive_growth(self.num_tasks)
         else:
-            growth = sparse.growth_schedule(self.growth, self.num_tasks)
+            growth = learners.growth_schedule(self.growth, self.num_tasks)
         return {"density": 1 - self.sparsity / 100, "init": self.init, "growth": growth}
 
 
@@ -191,33 +191,33 @@ def build_run(
         model = CNN(
             num_classes=scenario.num_classes, channels=config.channels, hidden=config.hidden
         )
-    steps = sparse.task_steps(
-        scenario, batch_size=config.batch_size, epochs_per_task=config.epochs_per_task
-    )
+    # The engine's batches per task (what it passes the learner as Batch.task_steps).
+    sizes = dict(batch_size=config.batch_size, epochs_per_task=config.epochs_per_task)
+    rows = dict(train_rows=scenario.train_idx.shape[1], test_rows=scenario.test_idx.shape[1])
+    spec = engine.RunSpec(num_tasks=scenario.num_tasks, **rows, **sizes)
+    steps = spec.epochs[0] * spec.batches_per_epoch
     # LR ×0.1 at 1/2 and 3/4 of each task (the optimizer, hence its step count, restarts).
     boundaries = {round(steps / 2): 0.1, round(3 * steps / 4): 0.1}
-    learner = sparse.dst(
+    learner = learners.dst(
         model,
         masked_adam(optax.piecewise_constant_schedule(config.learning_rate, boundaries)),
         input_dim=scenario.input_dim,
         task_classes=scenario.class_mask,
-        steps_per_task=steps,
         **cell.sparsity_kwargs(),
         update_frequency=config.update_frequency,
         evaluation=config.evaluation,
     )
-    sizes = dict(batch_size=config.batch_size, epochs_per_task=config.epochs_per_task)
     return engine.make_run(scenario, learner, **sizes, eval_batch_size=500, chunk_size=chunk_size)
 
 
-def sparsity_configs(run: engine.Run, cells: Sequence[Cell]) -> dict[str, sparse.DSTConfig]:
+def sparsity_configs(run: engine.Run, cells: Sequence[Cell]) -> dict[str, learners.DSTConfig]:
     """Each cell's sparsity configuration, data in the learner's state."""
     shapes = sparse.leaf_shapes(jax.eval_shape(run.learner.init, jax.random.PRNGKey(0)).params)
     kwargs = {c.name: {**c.sparsity_kwargs(), "num_tasks": c.num_tasks} for c in cells}
-    return {name: sparse.sparsity_config(shapes, **kw) for name, kw in kwargs.items()}
+    return {name: learners.sparsity_config(shapes, **kw) for name, kw in kwargs.items()}
 
 
-def with_sparsity(state: engine.EngineState, config: sparse.DSTConfig) -> engine.EngineState:
+def with_sparsity(state: engine.EngineState, config: learners.DSTConfig) -> engine.EngineState:
     return state._replace(learner=state.learner._replace(config=config))
 
 

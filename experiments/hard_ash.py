@@ -75,7 +75,8 @@ class Config:
 
     ``activation_hparams`` and ``optimizer_hparams`` (``(name, value)`` pairs) default to
     the :data:`PINNED_ACTIVATIONS` and :data:`PINNED_OPTIMIZERS` entries, top-k's k capped
-    at a tenth of the hidden width (valid for narrow smoke models).
+    at a tenth of the hidden width and LWTA's groups lowered to a divisor of it (valid for
+    narrow smoke models: the --quick grid's 64 units get 32 groups).
     """
 
     activation: str
@@ -93,8 +94,12 @@ class Config:
         # Resolved here so that the config (the checkpoint fingerprint) holds the values used.
         if self.activation_hparams is None:
             kwargs = dict(PINNED_ACTIVATIONS[self.activation])
+            width = self.hidden[-1]
             if "k" in kwargs:
-                kwargs["k"] = min(kwargs["k"], max(1, self.hidden[-1] // 10))
+                kwargs["k"] = min(kwargs["k"], max(1, width // 10))
+            if "groups" in kwargs and width % kwargs["groups"]:
+                # The largest group count up to the pinned one that divides the width.
+                kwargs["groups"] = max(g for g in range(1, kwargs["groups"] + 1) if width % g == 0)
             object.__setattr__(self, "activation_hparams", tuple(sorted(kwargs.items())))
         if self.optimizer_hparams is None:
             pinned = tuple(sorted(PINNED_OPTIMIZERS[self.optimizer].items()))

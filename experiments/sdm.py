@@ -9,7 +9,7 @@ momentum; gradients clipped to global norm 1; no pretraining; 500 epochs per tas
 neurons unless "_10k"; SDMLP = :class:`jaxcl.models.sdm.SDMLP` (GABA switch, T = 5M);
 EWC λ=200 β=0.005, MAS λ=0.5, SI λ=1500 β=0.005 (:mod:`jaxcl.regularizers`); Top-K =
 ``FFN_TOP_K`` (biases, k annealed 1000 → 10 over 200 epochs, mask); FlyModel
-(:mod:`jaxcl.models.fly`) with one pass, lr 0.005 and the inputs per Kenyon cell that
+(:func:`jaxcl.learners.fly_model`) with one pass, lr 0.005 and the inputs per Kenyon cell that
 Tables 7 and 8 state (see below).
 
 FlyModel inputs per Kenyon cell: the third column of Tables 7 and 8 gives them for the
@@ -88,7 +88,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcl import cli, data, engine, learners, regularizers, report, scenarios, types
-from jaxcl.models.fly import fly_model, kenyon_cells
+from jaxcl.models.fly import kenyon_cells
 from jaxcl.models.sdm import SDMLP, sdm_projection, unit_activity
 from jaxcl.optim import get_optimizer
 
@@ -325,7 +325,7 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
     dim, classes = scenario.input_dim, scenario.num_classes
     probe = _probe(scenario)
     if config.model == "fly":
-        learner = fly_model(
+        learner = learners.fly_model(
             input_dim=dim,
             num_classes=classes,
             num_cells=config.width,

@@ -17,7 +17,6 @@ configuration.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,12 +24,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
+from jaxcl.io import digest, read_json, write_json
+from jaxcl.types import PyTree
 
-from jaxcl.report import atomic_write_text
+__all__ = [
+    "Checkpointer",
+    "ConfigMismatchError",
+    "DamagedCheckpointError",
+    "saved_steps",
+]
 
-PyTree = Any
 log = logging.getLogger(__name__)
 
 
@@ -42,25 +45,16 @@ class DamagedCheckpointError(RuntimeError):
     """A file that saved work depends on is unreadable; the message names it."""
 
 
-def digest(tree: PyTree) -> str:
-    """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        array = np.asarray(jax.device_get(leaf))
-        h.update(f"{array.dtype}{array.shape}".encode())
-        h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
-
-
 def _canonical(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
-    # Round-trip through JSON so tuples/lists and numpy scalars compare equal.
+    # Round-trip through JSON so tuples/lists and numpy scalars compare equal. default=str,
+    # not write_json's conversion: existing directories' fingerprints must still match.
     return json.loads(json.dumps(dict(fingerprint), sort_keys=True, default=str))
 
 
 def _read_fingerprint(path: Path) -> dict[str, Any] | None:
     """The stored fingerprint, or None if ``path`` is not a readable JSON object."""
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return stored if isinstance(stored, dict) else None
@@ -147,7 +141,7 @@ class Checkpointer:
             )
         if state == "damaged":
             log.warning("%s is damaged (not a JSON object); rewriting it", path)
-        atomic_write_text(path, json.dumps(self.fingerprint, indent=2, sort_keys=True))
+        write_json(path, self.fingerprint, sort_keys=True)
 
     def steps(self) -> list[int]:
         """Committed steps (tasks done), oldest first."""

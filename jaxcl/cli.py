@@ -57,6 +57,7 @@ import jaxcl
 from jaxcl import execution, metrics, report
 from jaxcl.engine import EngineState, Results, Run, seed_keys
 from jaxcl.experiment import Experiment
+from jaxcl.io import json_ready
 
 DEBUG_ENV = "JAXCL_DEBUG"
 # The resources a command run by :func:`main` holds until it ends (the lock on --out).
@@ -357,7 +358,7 @@ def previous_results(
         )
     kept = [row for row in previous["rows"] if row["method"] not in methods]
     there = {**previous.get("config", {}), "jaxcl_version": previous.get("jaxcl_version")}
-    now = {**report.json_ready(config), "jaxcl_version": jaxcl.__version__}
+    now = {**json_ready(config), "jaxcl_version": jaxcl.__version__}
     diff = [
         f"{key}: {there.get(key)!r} there, {now.get(key)!r} now"
         for key in sorted(there.keys() | now.keys())

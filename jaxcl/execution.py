@@ -51,9 +51,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcl.checkpoint import Checkpointer, digest, saved_steps
+from jaxcl.checkpoint import Checkpointer, saved_steps
 from jaxcl.engine import EngineState, Results, Run, TaskRecord, concatenate_results, seed_keys
-from jaxcl.report import atomic_write_bytes, atomic_write_text
+from jaxcl.io import atomic_write_bytes, atomic_write_text, digest
 
 # The trained learners of a seed group (leading seed axis) -> {name: [S, ...] array}.
 FinalDiagnostics = Callable[[EngineState], Mapping[str, Any]]

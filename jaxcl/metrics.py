@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcl import _checks
+from jaxcl.io import finite_or_none
 
 __all__ = [
     "accuracy_after_each_task",
@@ -457,16 +458,11 @@ def summary_table(per_seed: Mapping[str, ArrayLike]) -> dict[str, dict[str, Any]
         finite = np.isfinite(v)
         mean, half = mean_ci95(v[finite])
         row: dict[str, Any] = {
-            "mean": _json_float(mean),
-            "ci95": _json_float(half),
-            "per_seed": [_json_float(s) for s in v],
+            "mean": finite_or_none(mean),
+            "ci95": finite_or_none(half),
+            "per_seed": [finite_or_none(s) for s in v],
         }
         if not finite.all():
             row["n_excluded"] = int((~finite).sum())
         table[name] = row
     return table
-
-
-def _json_float(x: Any) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None

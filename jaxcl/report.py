@@ -9,16 +9,13 @@ Every experiment (:func:`jaxcl.cli.run_experiment`) writes the same ``results.js
 method configuration. Rows of several runs are combined by :func:`merge_rows` (see
 :func:`jaxcl.cli.previous_results` for when that is allowed).
 
-A write goes to a temporary file in the target directory and is renamed over the final
-name, so a crash never leaves a half-written file behind.
+Every file is written through :mod:`jaxcl.io` (a temporary file renamed over the final
+name), so a crash never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,34 +23,22 @@ from typing import Any
 import numpy as np
 
 from jaxcl import __version__, metrics
+from jaxcl.io import atomic_write_bytes, atomic_write_text, finite_or_none, read_json, write_json
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _finite_or_none(x: float) -> float | None:
-    # JSON has no NaN: a diverged seed or a missing value is written as null.
-    return float(x) if math.isfinite(x) else None
+__all__ = [
+    "diverged_seeds",
+    "figure",
+    "format_stat",
+    "markdown_table",
+    "merge_rows",
+    "per_seed",
+    "plot_accuracy_curves",
+    "read_results",
+    "result_row",
+    "save_figure",
+    "write_results",
+    "write_table",
+]
 
 
 def write_results(
@@ -78,13 +63,7 @@ def write_results(
         "rows": list(rows),
         **dict(extra or {}),
     }
-    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default)
-    return atomic_write_text(Path(out_dir) / "results.json", text + "\n")
-
-
-def json_ready(obj: Any) -> Any:
-    """``obj`` as results.json stores it (tuples become lists, numpy scalars numbers)."""
-    return json.loads(json.dumps(obj, default=_json_default))
+    return write_json(Path(out_dir) / "results.json", payload)
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -97,7 +76,7 @@ def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = read_json(path)
         if not all(isinstance(row.get("method"), str) for row in payload["rows"]):
             raise ValueError("a row without a method name")
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
@@ -127,16 +106,6 @@ def per_seed(row: Mapping[str, Any]) -> dict[str, np.ndarray]:
         name: np.asarray(stat["per_seed"], dtype=np.float64)
         for name, stat in row["metrics"].items()
     }
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (tuple, set, frozenset)):
-        return list(obj)
-    return str(obj)
 
 
 def format_stat(stat: Mapping[str, Any] | None, *, percent: bool = True, digits: int = 1) -> str:
@@ -281,7 +250,7 @@ def result_row(method: str, results: Any, **extra: Any) -> dict[str, Any]:
         values[diverged] = np.nan
     curve = np.where(diverged[:, None], np.nan, results.pooled_accuracy)
     row: dict[str, Any] = {"method": method, "metrics": metrics.summary_table(per_seed)}
-    row["pooled_acc_after_task"] = [[_finite_or_none(v) for v in seed] for seed in curve]
+    row["pooled_acc_after_task"] = [[finite_or_none(v) for v in seed] for seed in curve]
     row["diverged_seeds"] = diverged_seeds(results)
     row.update(extra)
     return row

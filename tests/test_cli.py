@@ -104,7 +104,7 @@ def test_disk_full_while_writing_results_is_one_line_with_status_1(tmp_path, mon
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(report, "atomic_write_bytes", full)
+    monkeypatch.setattr("jaxcl.io.atomic_write_bytes", full)
     monkeypatch.delenv("JAXCL_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_:
         cli.main(stale_momentum.EXPERIMENT, ["--quick", "--methods", "sgd", "--out", str(tmp_path)])

@@ -137,3 +137,17 @@ def test_zk_effects_are_welch_differences_to_zk0():
         "stability +5.0 ± 63.5 points\n"
     )
     assert hard_ash_permuted.zk_effects(rows[1:]) == ""  # no z_k = 0 reference row
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_grid_cell_builds_a_valid_activation(quick):
+    # The --quick grid once failed at its first LWTA cell: 50 groups do not divide 64 units.
+    import jax.numpy as jnp
+
+    from jaxcl.activations import get_activation
+
+    for name, spec in hard_ash.METHODS.items():
+        config = hard_ash.configure(spec, quick=quick)
+        activation = get_activation(config.activation, **dict(config.activation_hparams))
+        out = activation(jnp.ones((2, config.hidden[-1])))
+        assert out.shape == (2, config.hidden[-1]), name

@@ -14,11 +14,9 @@ import optax
 import pytest
 
 from jaxcl import regularizers, types
-from jaxcl.learners import supervised
-from jaxcl.models.fly import fly_model as fly_learner  # the learners' homes until they move
+from jaxcl.learners import dst, fly_model, supervised
 from jaxcl.models.sdm import SDMLP, sdm_projection
 from jaxcl.optim import masked_adam
-from jaxcl.sparse import dst as dst_learner  # into the jaxcl.learners package (issue 13)
 
 D, C, B = 12, 4, 6  # inputs, classes, batch size
 STEPS = 4  # updates per task: DST's topology update (every 2nd step) runs twice
@@ -60,17 +58,16 @@ _LEARNERS = {
         input_dim=D,
         projection=sdm_projection,
     ),
-    "dst": lambda: dst_learner(
+    "dst": lambda: dst(
         _MLP(bias=False),
         masked_adam(1e-2),
         input_dim=D,
         task_classes=TASK_CLASSES,
-        steps_per_task=STEPS,
         density=0.5,
         growth=("gradient", "momentum"),
         update_frequency=2,
     ),
-    "fly": lambda: fly_learner(input_dim=D, num_classes=C, num_cells=64, n_response=4),
+    "fly": lambda: fly_model(input_dim=D, num_classes=C, num_cells=64, n_response=4),
 }
 _NAMES = sorted(_LEARNERS)
 

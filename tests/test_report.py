@@ -1,32 +1,13 @@
-"""Reports: atomic writes, the results.json contract, tables, and the shared CLI flags."""
+"""Reports: the results.json contract, tables, and the shared CLI flags."""
 
 import argparse
 import json
-import os
 import re
-import stat
 
 import numpy as np
 import pytest
 
 from jaxcl import cli, engine, report
-
-
-def test_atomic_write_replaces_whole_file_and_is_readable(tmp_path):
-    path = tmp_path / "sub" / "a.txt"
-    report.atomic_write_text(path, "first")
-    report.atomic_write_text(path, "second")
-    assert path.read_text() == "second"
-    assert os.listdir(path.parent) == ["a.txt"]  # no temporary left behind
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-
-
-def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
-    path = tmp_path / "r.json"
-    report.atomic_write_text(path, "old")
-    with pytest.raises(TypeError):
-        report.atomic_write_bytes(path, "not bytes")
-    assert path.read_text() == "old" and os.listdir(tmp_path) == ["r.json"]
 
 
 def fake_results(diverged_at=(-1, -1, 5)):

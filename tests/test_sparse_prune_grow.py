@@ -92,20 +92,6 @@ def test_growth_scores_rank_as_documented():
         np.testing.assert_array_equal(by_name["w"], by_index["w"])
 
 
-def test_unknown_growth_is_refused():
-    with pytest.raises(ValueError, match="growth must be one of 'gradient', 'momentum', 'rand"):
-        sparse.growth_schedule("magic", 3)
-    with pytest.raises(ValueError, match="one name per task"):
-        sparse.growth_schedule(["random", "gradient"], 3)
-
-
-def test_adaptive_growth_switches_halfway():
-    assert sparse.adaptive_growth(10) == ("random",) * 5 + ("gradient",) * 5
-    assert sparse.adaptive_growth(5, first="unfired", then="momentum", switch_at=1) == (
-        ("unfired",) + ("momentum",) * 4
-    )
-
-
 def test_cosine_death_rate():
     rate = lambda s: float(sparse.cosine_death_rate(s, 100))  # noqa: E731
     np.testing.assert_allclose(

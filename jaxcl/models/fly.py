@@ -1,7 +1,7 @@
-"""FlyModel (Shen, Dasgupta & Navlakha 2021) as the SDM paper ran it: no backprop, one pass.
+"""The FlyModel's Kenyon-cell code (Shen, Dasgupta & Navlakha 2021), as the SDM paper ran it.
 
-Per example (``TrentBrick/SDMContinualLearner`` ``FlyModel/TestingFlyModel.ipynb``;
-algorithms.md §5(a)):
+Per example (``TrentBrick/SDMContinualLearner`` ``FlyModel/TestingFlyModel.ipynb``
+``get_KC``):
 
 1. min-max scale the input to [0, 1] (``sklearn.minmax_scale(axis=1)``);
 2. Kenyon cells ``KC = R p`` with R a fixed sparse binary projection (each of the
@@ -9,42 +9,26 @@ algorithms.md §5(a)):
 3. ``KC ← 0`` where ``KC ≤ threshold``; keep the cells ``≥`` the 0.99-quantile (top 1%,
    ties kept) and zero the rest; ``KC ← KC / max(KC)``.
 
-Training is a single pass: for each example of class c, ``W[c] ← min(W[c] + lr·KC, 1)``
-(the authors sum a task's examples per class, then clip; since KC ≥ 0 this is the same
-in any batching). Prediction is ``argmax_c W[c]·KC`` over the classes seen so far
-(class-incremental).
+The one-pass associative learner on this code is :func:`jaxcl.learners.fly_model`.
 
-Deviation: R comes from the run's PRNG key (one per seed, vmapped), not from Python's
-``random.seed(seed + i)`` per row, so numbers differ from the notebook's by about ±1 pp.
+References:
+  Shen, Dasgupta & Navlakha, "Algorithmic insights on continual learning from fruit
+  flies", arXiv 2107.07617, 2021; Bricken et al., "Sparse
+  Distributed Memory is a Continual Learner", ICLR 2023, App. G.2.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxcl.activations import topk_mask
-from jaxcl.losses import mask_logits
-from jaxcl.types import Batch, Learner
+
+__all__ = ["kenyon_cells", "kept_cells", "random_projection"]
 
 Array = jax.Array
-
-
-class FlyState(NamedTuple):
-    """State of :func:`fly_model`.
-
-    Attributes:
-      projection: ``[D, num_cells]`` float32 binary R (``n_response`` ones per column).
-      weights: ``[C, num_cells]`` float32 associative weights in [0, 1].
-      seen: ``[C]`` bool, the classes trained on so far.
-    """
-
-    projection: Array
-    weights: Array
-    seen: Array
 
 
 def random_projection(key: Array, *, input_dim: int, num_cells: int, n_response: int) -> Array:
@@ -89,70 +73,3 @@ def kenyon_cells(
     kc = topk_mask(kc, k=kept_cells(projection.shape[1], quantile))
     top = jnp.max(kc, axis=-1, keepdims=True)
     return kc / jnp.where(top > 0, top, 1.0)
-
-
-def fly_model(
-    *,
-    input_dim: int,
-    num_classes: int,
-    num_cells: int = 10_000,
-    n_response: int = 32,
-    learning_rate: float = 0.005,
-    quantile: float = 0.99,
-    threshold: float = 0.0,
-) -> Learner:
-    """The FlyModel as a :class:`jaxcl.types.Learner` (run it with one epoch per task).
-
-    ``update`` is the associative rule ``W ← min(W + lr · onehot(y)ᵀ KC, 1)`` (its loss is
-    0); ``predict`` gives ``W·KC`` with classes never trained on masked out.
-
-    Args:
-      input_dim: D.
-      num_classes: C.
-      num_cells: Kenyon cells (the SDM paper: 1,000 and 10,000).
-      n_response: inputs per Kenyon cell, ``1 <= n_response <= input_dim`` (SDM paper
-        Tables 7/8: 64 at 1K cells, 32 at 10K on Split-MNIST, 64 on Split-FashionMNIST).
-      learning_rate: > 0 (paper: 0.005 on Split-MNIST).
-      quantile: cells at or above this quantile are kept, in (0, 1).
-      threshold: cells at or below it are silenced first.
-
-    Raises:
-      ValueError: a hyperparameter out of range.
-
-    References:
-      Shen, Dasgupta & Navlakha, "Algorithmic insights on continual learning from fruit
-      flies", arXiv 2107.07617, 2021; Bricken et al. 2023 App. G.2.
-    """
-    if not 1 <= n_response <= input_dim:
-        raise ValueError(f"n_response={n_response} must lie in [1, input_dim={input_dim}].")
-    if num_cells < 1:
-        raise ValueError(f"num_cells must be >= 1, got {num_cells}.")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must lie in (0, 1), got {quantile!r}.")
-
-    def encode(state: FlyState, x: Array) -> Array:
-        return kenyon_cells(x, state.projection, quantile=quantile, threshold=threshold)
-
-    def init(key: Array) -> FlyState:
-        projection = random_projection(
-            key, input_dim=input_dim, num_cells=num_cells, n_response=n_response
-        )
-        weights = jnp.zeros((num_classes, num_cells), jnp.float32)
-        return FlyState(projection, weights, jnp.zeros((num_classes,), bool))
-
-    def update(state: FlyState, batch: Batch, key: Array) -> tuple[FlyState, Array]:
-        del key
-        onehot = jax.nn.one_hot(batch.y, num_classes) * batch.valid[:, None]
-        weights = jnp.minimum(
-            state.weights + learning_rate * (onehot.T @ encode(state, batch.x)), 1.0
-        )
-        seen = state.seen | jnp.any(onehot > 0, axis=0)
-        return FlyState(state.projection, weights, seen), jnp.zeros((), jnp.float32)
-
-    def predict(state: FlyState, x: Array, task: Array) -> Array:
-        del task
-        return mask_logits(encode(state, x) @ state.weights.T, state.seen)
-
-    return Learner(init=init, update=update, predict=predict)

@@ -21,11 +21,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
-Initializer = Callable[..., Array]
+from jaxcl.models._layers import Initializer, he_normal
 
-# Exact normal, not jax.nn.initializers.he_normal (which is a *truncated* normal).
-he_normal: Initializer = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+__all__ = ["MLP", "StandardizedDense", "standardize_weight", "standardized_matmul"]
+
+Array = jax.Array
 
 
 def standardize_weight(kernel: Array, *, axis: int = 0, eps: float = 0.0) -> Array:

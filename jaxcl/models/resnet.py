@@ -22,8 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# PyTorch's default conv/linear init, kaiming_uniform(a=√5) = U(±1/√fan_in), as the authors'.
-torch_default_init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+from jaxcl.models._layers import torch_default_init
+
+__all__ = ["BasicBlock", "ResNet", "ResNet18", "batch_norm"]
 
 
 def batch_norm(x: jax.Array, *, eps: float = 1e-5) -> jax.Array:

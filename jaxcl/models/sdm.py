@@ -51,24 +51,15 @@ import jax.numpy as jnp
 
 from jaxcl import _checks, schedules
 from jaxcl.activations import topk_mask, topk_subtract
+from jaxcl.models._layers import torch_bias_init, torch_default_init
+
+__all__ = ["INHIBITIONS", "SCHEDULES", "SDMLP", "sdm_projection", "unit_activity"]
 
 Array = jax.Array
 PyTree = Any
 
 SCHEDULES = ("gaba", "linear", "constant")
 INHIBITIONS = ("subtract", "mask")
-
-# PyTorch's nn.Linear default: U(−1/sqrt(fan_in), 1/sqrt(fan_in)) for weights (and biases).
-torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def _torch_bias_init(fan_in: int) -> Callable[..., Array]:
-    bound = 1.0 / fan_in**0.5
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 def _safe_norm(x: Array, axis: int) -> Array:
@@ -211,8 +202,8 @@ class SDMLP(nn.Module):
         h = nn.Dense(
             self.width,
             use_bias=self.hidden_bias,
-            kernel_init=torch_linear_init,
-            bias_init=_torch_bias_init(x.shape[-1]),
+            kernel_init=torch_default_init,
+            bias_init=torch_bias_init(x.shape[-1]),
             name="hidden",
         )(x)
         if self.k is None:
@@ -224,8 +215,8 @@ class SDMLP(nn.Module):
         return nn.Dense(
             self.num_classes,
             use_bias=self.output_bias,
-            kernel_init=torch_linear_init,
-            bias_init=_torch_bias_init(self.width),
+            kernel_init=torch_default_init,
+            bias_init=torch_bias_init(self.width),
             name="output",
         )(out)
 

@@ -1,16 +1,17 @@
-"""Sparse weight masks and dynamic sparse training (DST) for continual learning.
+"""Sparse weight masks and the maths of dynamic sparse training (DST).
 
 Densities (``erk_densities``, ``uniform_densities``, exact ``layer_counts``, the smallest
 ``min_density``), masks as pytrees of boolean arrays (``random_masks``, ``apply_masks``,
 ``top_k_mask`` with random tie-breaking), the topology update (``prune_and_regrow`` with
-``growth_scores`` of the four criteria), the death-rate schedule, and the per-task
-parameter-isolation learner ``dst``.
+``growth_scores`` of the four criteria), the death-rate schedule and the evaluation
+variants. The per-task parameter-isolation learner built on them is
+:func:`jaxcl.learners.dst`.
 
 Reference: Yildirim et al., `Continual Learning with Dynamic Sparse Training
 <https://arxiv.org/abs/2308.14831>`_, CPAL 2024, PMLR 234:94-107; the authors' code is
 ``muratonuryildirim/CL-with-DST``: ``core.py`` (``Masking``: ERK/uniform masks, magnitude
-death and the four growth criteria; ``DeathCosineDecay``) and ``cifar100.py`` (the per-task
-loop).
+death and the four growth criteria; ``DeathCosineDecay``); the per-task loop of
+``cifar100.py`` is :func:`jaxcl.learners.dst`.
 """
 
 from jaxcl.sparse._densities import INITS as INITS
@@ -23,13 +24,6 @@ from jaxcl.sparse._densities import uniform_densities as uniform_densities
 from jaxcl.sparse._evaluation import EVALUATIONS as EVALUATIONS
 from jaxcl.sparse._evaluation import authors_fwt as authors_fwt
 from jaxcl.sparse._evaluation import label_shift_maps as label_shift_maps
-from jaxcl.sparse._learner import DSTConfig as DSTConfig
-from jaxcl.sparse._learner import DSTState as DSTState
-from jaxcl.sparse._learner import adaptive_growth as adaptive_growth
-from jaxcl.sparse._learner import dst as dst
-from jaxcl.sparse._learner import growth_schedule as growth_schedule
-from jaxcl.sparse._learner import sparsity_config as sparsity_config
-from jaxcl.sparse._learner import task_steps as task_steps
 from jaxcl.sparse._masks import apply_masks as apply_masks
 from jaxcl.sparse._masks import check_masks as check_masks
 from jaxcl.sparse._masks import leaf_shapes as leaf_shapes
@@ -49,19 +43,14 @@ __all__ = [
     "EVALUATIONS",
     "GROWTH",
     "INITS",
-    "DSTConfig",
-    "DSTState",
     "TopologyUpdate",
-    "adaptive_growth",
     "apply_masks",
     "authors_fwt",
     "check_masks",
     "cosine_death_rate",
     "densities",
     "density_counts",
-    "dst",
     "erk_densities",
-    "growth_schedule",
     "growth_scores",
     "label_shift_maps",
     "layer_counts",
@@ -73,8 +62,6 @@ __all__ = [
     "random_bits_like",
     "random_masks",
     "regrow",
-    "sparsity_config",
-    "task_steps",
     "top_k_mask",
     "uniform_densities",
 ]

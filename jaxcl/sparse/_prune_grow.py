@@ -87,7 +87,7 @@ def growth_scores(
     * ``momentum``: ``|momentum|``, e.g. Adam's normalised first moment
       ``m / (√v + 1e-8)`` (sparse momentum). The moments must have moved at the
       candidates, i.e. outside the mask: the authors' Adam sees the dense gradient at every
-      non-frozen position, and :func:`jaxcl.sparse.dst` updates its optimizer's moments
+      non-frozen position, and :func:`jaxcl.learners.dst` updates its optimizer's moments
       there too. Moments that only move inside the mask score every candidate 0 but the
       weights just pruned, so the mask soon stops changing.
 

@@ -25,7 +25,7 @@ def cosine_death_rate(
 
     Args:
       step: int scalar, updates taken in the task so far.
-      total_steps: int scalar S ≥ 1, updates in the task.
+      total_steps: int scalar S ≥ 1, updates in the task; may be traced.
       initial: r₀ (0.5 in the paper).
       final: r_min (0.005 in the paper).
 
@@ -33,5 +33,7 @@ def cosine_death_rate(
       float32 scalar.
     """
     total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
-    frac = jnp.clip(jnp.asarray(step, jnp.float32) / total, 0.0, 1.0)
+    # s · (1/S), not s / S: XLA turns a division by a constant S into this product, so a
+    # traced S (the engine's Batch.task_steps) gives the same bits as a constant one.
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) * (1.0 / total), 0.0, 1.0)
     return final + (initial - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))

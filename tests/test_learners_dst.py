@@ -1,18 +1,20 @@
 """The DST continual learner: isolation invariants on a small engine run, topology-step
-invariants, one compile for every sparsity config, and refused hyperparameters."""
+invariants, the death-rate cosine over the engine's task steps, one compile for every
+sparsity config, and refused hyperparameters."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcl import data, engine, scenarios, sparse
+from jaxcl import data, engine, learners, scenarios, sparse
 from jaxcl.losses import masked_mean_cross_entropy
 from jaxcl.models.cnn import CNN
 from jaxcl.optim import masked_adam
 from jaxcl.types import Batch
 
 FREQ = 2
+MOMENTUM_STEPS = 12  # steps per task of the momentum-growth tests
 
 
 def blobs(n_per_class=24, num_classes=4, side=8):
@@ -35,13 +37,12 @@ def make_learner(**overrides):
     kwargs = dict(
         input_dim=64,
         task_classes=SCENARIO.class_mask,
-        steps_per_task=sparse.task_steps(SCENARIO, batch_size=8, epochs_per_task=1),
         density=0.5,
         init="erk",
         growth=("gradient", "momentum"),
         update_frequency=FREQ,
     )
-    return sparse.dst(MODEL, masked_adam(1e-2), **{**kwargs, **overrides})
+    return learners.dst(MODEL, masked_adam(1e-2), **{**kwargs, **overrides})
 
 
 def copy(tree):
@@ -95,24 +96,31 @@ def _counts(masks):
     return np.stack([m.reshape(m.shape[0], -1).sum(1) for m in masks], 1)
 
 
-def test_topology_step_regrows_what_it_prunes_at_zero_with_reset_moments(stream):
+def _topology_step(stream, task_steps):
+    """Seed 0 at the first topology update of task 1, with moments set to one everywhere;
+    the state before and after the update."""
     run, states, _ = stream
     learner = run.learner
     state = jax.tree.map(lambda x: jnp.asarray(x[0]), states[1].learner)  # seed 0, after task 0
     state = learner.begin_task(state, jnp.int32(1), jax.random.PRNGKey(3))
-    # Moments set to one everywhere: a regrown weight must not inherit them.
     state = state._replace(opt_state=jax.tree.map(jnp.ones_like, state.opt_state))
-    x = jnp.asarray(SCENARIO.train_x[:8])
     batch = Batch(
-        x=x,
+        x=jnp.asarray(SCENARIO.train_x[:8]),
         y=jnp.asarray(SCENARIO.train_y[:8]),
         valid=jnp.ones(8, bool),
         task=jnp.int32(1),
         logit_mask=SCENARIO.class_mask[1],
         epoch=jnp.int32(1),
         index=jnp.int32(FREQ - 1),  # step FREQ: a topology update
+        task_steps=jnp.int32(task_steps),
     )
-    new, _ = jax.jit(learner.update)(state, batch, jax.random.PRNGKey(4))
+    return state, jax.jit(learner.update)(state, batch, jax.random.PRNGKey(4))[0]
+
+
+def test_topology_step_regrows_what_it_prunes_at_zero_with_reset_moments(stream):
+    run = stream[0]
+    # Moments set to one everywhere: a regrown weight must not inherit them.
+    state, new = _topology_step(stream, task_steps=run.spec.batches_per_epoch)
     adam = new.opt_state[0]
     entered_any = False
     for old_m, new_m, frozen, p_old, p_new, mu, nu, n in zip(
@@ -132,11 +140,36 @@ def test_topology_step_regrows_what_it_prunes_at_zero_with_reset_moments(stream)
     assert entered_any
 
 
+def test_the_death_rate_anneals_over_the_batch_task_steps(stream):
+    def regrown(task_steps):
+        state, new = _topology_step(stream, task_steps)
+        pairs = zip(_leaves(state.mask), _leaves(new.mask), strict=True)
+        return sum(int((m & ~old).sum()) for old, m in pairs)
+
+    # Step FREQ of a FREQ-step task ends the cosine (rate 0.005); of a long task, ≈ 0.5.
+    at_end, at_start = regrown(FREQ), regrown(10_000)
+    assert 0 < at_end < at_start / 10
+
+
+@pytest.mark.parametrize("total", [30, 188, 1875])
+def test_a_traced_total_gives_the_death_rate_of_a_constant_one(total):
+    # The engine's Batch.task_steps is traced; the learner used to close over a constant.
+    rate = sparse.cosine_death_rate
+    steps = jnp.arange(0, 2 * total, 7, dtype=jnp.int32)
+    traced = jax.jit(jax.vmap(rate, in_axes=(0, None)))(steps, jnp.int32(total))
+    constant = jax.jit(jax.vmap(lambda s: rate(s, total)))(steps)
+    np.testing.assert_array_equal(traced, constant)
+    traced = jax.jit(rate)
+    constant = jax.jit(lambda s: rate(s, total))
+    for s in steps[:40]:
+        assert traced(s, jnp.int32(total)) == constant(s)
+
+
 def test_one_compile_serves_every_sparsity_config(stream):
     run, states, _ = stream
     shapes = sparse.leaf_shapes(states[0].learner.params)
     shapes = [s[1:] for s in shapes]  # drop the seed axis
-    config = sparse.sparsity_config(
+    config = learners.sparsity_config(
         shapes, density=0.2, init="uniform", growth="unfired", num_tasks=SCENARIO.num_tasks
     )
     state = jax.tree.map(jnp.asarray, states[0])
@@ -161,15 +194,32 @@ def test_one_compile_serves_every_sparsity_config(stream):
         (dict(init="xavier"), "init must be one of"),
         (dict(growth="magic"), "growth must be one of"),
         (dict(update_frequency=0), "update_frequency must be a positive integer, got 0"),
-        (dict(update_frequency=2.5), "update_frequency must be a positive integer"),
         (dict(evaluation="class_il"), "evaluation must be one of"),
-        (dict(steps_per_task=0), "steps_per_task must be a positive integer"),
         (dict(death_rate=0.001), "final_death_rate <= death_rate"),
     ],
 )
 def test_bad_hyperparameters_are_refused(overrides, match):
     with pytest.raises(ValueError, match=match):
         make_learner(**overrides)
+
+
+def test_a_non_integer_update_frequency_is_refused():
+    with pytest.raises(TypeError, match=r"update_frequency must be a positive integer, got 2\.5"):
+        make_learner(update_frequency=2.5)
+
+
+def test_unknown_growth_is_refused():
+    with pytest.raises(ValueError, match=r"growth must be one of 'gradient', 'momentum', 'rand"):
+        learners.growth_schedule("magic", 3)
+    with pytest.raises(ValueError, match="one name per task"):
+        learners.growth_schedule(["random", "gradient"], 3)
+
+
+def test_adaptive_growth_switches_halfway():
+    assert learners.adaptive_growth(10) == ("random",) * 5 + ("gradient",) * 5
+    assert learners.adaptive_growth(5, first="unfired", then="momentum", switch_at=1) == (
+        ("unfired",) + ("momentum",) * 4
+    )
 
 
 def test_a_density_that_is_no_number_is_refused():
@@ -181,13 +231,8 @@ def test_momentum_growth_needs_optimizer_moments():
     import optax
 
     with pytest.raises(ValueError, match="'mu' and 'nu'"):
-        sparse.dst(
-            MODEL,
-            optax.sgd(0.1),
-            input_dim=64,
-            task_classes=SCENARIO.class_mask,
-            steps_per_task=4,
-            density=0.5,
+        learners.dst(
+            MODEL, optax.sgd(0.1), input_dim=64, task_classes=SCENARIO.class_mask, density=0.5
         )
 
 
@@ -202,13 +247,14 @@ def _batch(task, index, size=8):
         logit_mask=jnp.asarray(SCENARIO.class_mask[task]),
         epoch=jnp.int32(task),
         index=jnp.int32(index),
+        task_steps=jnp.int32(MOMENTUM_STEPS),
     )
 
 
 @pytest.fixture(scope="module")
 def momentum():
-    """A momentum-growth learner over 12 steps per task and its compiled update."""
-    learner = make_learner(growth="momentum", steps_per_task=12)
+    """A momentum-growth learner and its compiled update (batches of 12 steps per task)."""
+    learner = make_learner(growth="momentum")
     return learner, jax.jit(learner.update)
 
 
@@ -233,7 +279,7 @@ def test_momentum_growth_keeps_changing_the_mask(momentum):
     state = learner.init(jax.random.PRNGKey(0))
     for task in range(2):  # task 1 has frozen weights
         state = learner.begin_task(state, task, jax.random.PRNGKey(1 + task))
-        state, changed = _train(update, state, task, 12)
+        state, changed = _train(update, state, task, MOMENTUM_STEPS)
         assert len(changed) == 6
         assert all(c > 0 for c in changed[:5]), (task, changed)
         assert changed[1] > changed[0] / 2, (task, changed)  # the death rate decays slowly

@@ -1,17 +1,10 @@
-"""Learners: what the engine trains. A gradient learner wraps a Flax module and an optax chain.
-
-A :class:`Learner` is a bundle of pure functions over an opaque per-seed state. The engine
-(:mod:`jaxcl.engine`) calls ``init`` once per seed, ``update`` once per batch,
-``begin_task``/``end_task`` at task boundaries and ``predict`` for evaluation, all inside
-one ``jit(vmap(scan))``. Methods whose step is not a gradient step (e.g. FlyModel) are
-learners too.
-"""
+"""The gradient learner: a Flax module trained by an optax chain on masked cross-entropy."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -19,10 +12,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxcl.losses import masked_mean_cross_entropy
+from jaxcl.regularizers import Regularizer
 from jaxcl.types import Batch, Learner, PyTree
-
-if TYPE_CHECKING:
-    from jaxcl.regularizers import Regularizer
 
 # Batch fields passed to a module whose __call__ accepts them as keywords (training only).
 MODEL_BATCH_KEYWORDS = ("epoch", "valid")

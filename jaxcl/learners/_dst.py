@@ -1,8 +1,8 @@
 """Dynamic sparse training as a continual learner: one frozen sparse subnetwork per task.
 
 Yildirim et al., "Continual Learning with Dynamic Sparse Training: Exploring Algorithms for
-Effective Model Updates", CPAL 2024 (arXiv 2308.14831; code ``muratonuryildirim/CL-with-DST``,
-algorithms.md §3). Per task t:
+Effective Model Updates", CPAL 2024 (arXiv 2308.14831; code ``muratonuryildirim/CL-with-DST``).
+Per task t:
 
 1. a fresh random mask M_t with the configured per-layer densities (ERK or uniform) is drawn
    over *all* weights, free and frozen; free weights inside it start from their initial
@@ -10,7 +10,8 @@ algorithms.md §3). Per task t:
 2. every step trains ``W ⊙ M_t`` on the task's own logits; weights of earlier tasks
    (``frozen``, the union of M_0..M_{t−1}) have their gradient zeroed and never move;
 3. every ``update_frequency`` steps the topology changes: a cosine-annealed fraction of each
-   layer's mask (0.5 → 0.005 over the task) with the smallest magnitudes is pruned and as
+   layer's mask (0.5 → 0.005 over the task's steps, which the engine passes in
+   ``Batch.task_steps``) with the smallest magnitudes is pruned and as
    many positions regrow by the task's growth criterion (random, unfired, gradient or
    momentum), ties at random; regrown free weights start at zero with reset optimizer
    moments;
@@ -34,7 +35,6 @@ weights of a task are kept (no checkpoint at the best training-accuracy epoch).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -44,17 +44,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcl._checks import positive_int
 from jaxcl.losses import masked_mean_cross_entropy
 from jaxcl.optim import became_active, reset_moments
-from jaxcl.scenarios import Scenario
-from jaxcl.sparse._densities import density_counts
-from jaxcl.sparse._evaluation import check_evaluation, label_shift_maps
-from jaxcl.sparse._masks import apply_masks, check_masks, leaf_shapes, mask_counts, random_masks
-from jaxcl.sparse._prune_grow import GROWTH, check_growth, growth_scores, prune_and_regrow
-from jaxcl.sparse._schedules import cosine_death_rate
-from jaxcl.types import Batch, Learner
+from jaxcl.sparse import (
+    GROWTH,
+    apply_masks,
+    check_masks,
+    cosine_death_rate,
+    density_counts,
+    growth_scores,
+    label_shift_maps,
+    leaf_shapes,
+    mask_counts,
+    prune_and_regrow,
+    random_masks,
+)
+from jaxcl.sparse._evaluation import check_evaluation
+from jaxcl.sparse._prune_grow import check_growth
+from jaxcl.types import Batch, Learner, PyTree
 
-PyTree = Any
 MOMENTUM_EPS = 1e-8  # the authors' m / (sqrt(v) + 1e-8)
 
 
@@ -152,20 +161,6 @@ def sparsity_config(
     )
 
 
-def task_steps(scenario: Scenario, *, batch_size: int, epochs_per_task: int) -> int:
-    """Batches per task in the engine: ``epochs · ⌈longest task / batch⌉``.
-
-    Equals ``run.spec.epochs_per_task * run.spec.batches_per_epoch`` of the engine's run; shorter
-    tasks skip their padding-only batches, whose indices still count.
-    """
-    return epochs_per_task * math.ceil(scenario.train_idx.shape[1] / batch_size)
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _momentum_reader(optimizer: optax.GradientTransformation, params: PyTree):
     """How momentum growth reads the optimizer: Adam's m/(√v+ε), else SGD's trace."""
     state = jax.eval_shape(optimizer.init, params)
@@ -194,7 +189,6 @@ def dst(
     *,
     input_dim: int,
     task_classes: Any,
-    steps_per_task: int,
     density: float,
     init: str = "erk",
     growth: str | Sequence[str] = "random",
@@ -228,12 +222,14 @@ def dst(
     momentum buffer by the mask after each step, which leaves their momentum criterion
     with nothing to rank outside the mask.
 
-    Every ``update_frequency``-th step of the task: prune/regrow with rate
-    ``cosine_death_rate(step, steps_per_task, initial=death_rate,
-    final=final_death_rate)`` and the scores of criterion ``growth[t]`` (gradient scores use
-    g, zero on F; momentum scores the optimizer's moments, zero on F), equal magnitudes and
-    scores ranked at random, then zero the free weights that left or entered the mask and
-    reset their moments (:func:`jaxcl.optim.reset_moments`).
+    Every ``update_frequency``-th step s of the task (s is the batch's ``index + 1``):
+    prune/regrow with rate ``cosine_death_rate(s, batch.task_steps, initial=death_rate,
+    final=final_death_rate)`` (the cosine runs over the task's batch positions, which the
+    engine passes in :attr:`jaxcl.types.Batch.task_steps`) and the scores of criterion
+    ``growth[t]`` (gradient scores use g, zero on F; momentum scores the optimizer's
+    moments, zero on F), equal magnitudes and scores ranked at random, then zero the free
+    weights that left or entered the mask and reset their moments
+    (:func:`jaxcl.optim.reset_moments`).
 
     Args:
       model: Flax module ``[B, input_dim] -> [B, C]`` logits with only ``params``.
@@ -245,8 +241,6 @@ def dst(
       input_dim: D.
       task_classes: ``[T, C]`` bool classes of each task (``scenario.class_mask``); the
         loss uses the task's logits only (the authors slice the head).
-      steps_per_task: batches per task (:func:`task_steps`), the length of the death-rate
-        cosine; step s of a task is its batch's ``index + 1``.
       density: overall density of each task's mask, in (0, 1] (1 − sparsity), at least
         :func:`jaxcl.sparse.min_density` so that every layer keeps a weight.
       init: ``"erk"`` or ``"uniform"`` per-layer densities.
@@ -267,8 +261,7 @@ def dst(
     if task_classes.ndim != 2:
         raise ValueError(f"task_classes must be [T, C] bool, got shape {task_classes.shape}")
     num_tasks = task_classes.shape[0]
-    _check_positive_int("update_frequency", update_frequency)
-    _check_positive_int("steps_per_task", steps_per_task)
+    positive_int("update_frequency", update_frequency)
     if not 0.0 <= final_death_rate <= death_rate <= 1.0:
         raise ValueError(
             "need 0 <= final_death_rate <= death_rate <= 1, got "
@@ -351,8 +344,10 @@ def dst(
         own = batch._replace(logit_mask=batch.logit_mask & classes[batch.task])
         return masked_mean_cross_entropy(logits, own)
 
-    def topology(state: DSTState, step: jax.Array, grads: PyTree, key: jax.Array) -> DSTState:
-        rate = cosine_death_rate(step, steps_per_task, initial=death_rate, final=final_death_rate)
+    def topology(
+        state: DSTState, step: jax.Array, total: jax.Array, grads: PyTree, key: jax.Array
+    ) -> DSTState:
+        rate = cosine_death_rate(step, total, initial=death_rate, final=final_death_rate)
         scores = growth_scores(
             state.config.growth[state.task],
             key,
@@ -400,7 +395,14 @@ def dst(
         # The step count comes from the batch, the same for every seed: a real branch.
         step = batch.index + 1
         state = jax.lax.cond(
-            step % update_frequency == 0, topology, lambda s, *_: s, state, step, grads, key
+            step % update_frequency == 0,
+            topology,
+            lambda s, *_: s,
+            state,
+            step,
+            batch.task_steps,
+            grads,
+            key,
         )
         return state, loss
 

@@ -1,0 +1,55 @@
+"""The models' shared layers: convolution as a matrix product and PyTorch's default inits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcl.models import Conv, conv2d, he_normal, torch_bias_init, torch_default_init
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0), (1, 0)])
+def test_conv2d_matches_lax_convolution(stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 7, 3)).astype(np.float32)
+    k = rng.normal(size=(3, 3, 3, 5)).astype(np.float32)
+    expected = jax.lax.conv_general_dilated(
+        x, k, (stride, stride), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    actual = jax.jit(conv2d, static_argnames=("stride", "padding"))(
+        x, k, stride=stride, padding=padding
+    )
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def _reach(values, fan_in):
+    """max |w| in units of PyTorch's bound 1/√fan_in."""
+    return float(jnp.max(jnp.abs(values))) * fan_in**0.5
+
+
+def test_pytorch_default_inits_are_uniform_within_one_over_root_fan_in():
+    k1, k2 = jax.random.split(jax.random.key(0))
+    kernel = torch_default_init(k1, (50, 2000))  # fan_in 50
+    bias = torch_bias_init(50)(k2, (2000,))
+    for values in (kernel, bias):
+        assert 0.99 < _reach(values, 50) <= 1.0
+        assert abs(float(jnp.mean(values))) < 0.01
+
+
+def test_he_normal_is_an_exact_normal():
+    w = he_normal(jax.random.key(1), (200, 1000))
+    std = (2 / 200) ** 0.5
+    assert float(jnp.std(w)) == pytest.approx(std, rel=0.01)
+    assert float(jnp.max(jnp.abs(w))) > 3 * std  # not truncated at two standard deviations
+
+
+def test_conv_layer_bias_uses_the_kernel_fan_in():
+    layer = Conv(8, kernel_size=3, padding=0, use_bias=True, kernel_init=torch_default_init)
+    x = jax.random.normal(jax.random.key(2), (2, 6, 6, 4))
+    params = layer.init(jax.random.key(3), x)["params"]
+    assert jax.tree.map(jnp.shape, params) == {"kernel": (3, 3, 4, 8), "bias": (8,)}
+    assert _reach(params["bias"], 36) <= 1.0 < _reach(params["bias"], 36 * 4)
+    y = layer.apply({"params": params}, x)
+    np.testing.assert_array_equal(y, conv2d(x, params["kernel"]) + params["bias"][None, None, None])
+    no_bias = Conv(8, kernel_size=3, stride=2).init(jax.random.key(3), x)["params"]
+    assert jax.tree.map(jnp.shape, no_bias) == {"kernel": (3, 3, 4, 8)}
