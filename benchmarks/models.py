@@ -96,8 +96,8 @@ from jaxcl.io import write_json
 
 PyTree = Any
 
-# data_dir of the synthetic loader: no real load uses it, so sdm's dataset cache (keyed by
-# data_dir) never mixes synthetic with real data.
+# data_dir of the synthetic loader: no real load uses it, so a dataset cache keyed by
+# data_dir never mixes synthetic with real data.
 SYNTHETIC = "<synthetic-benchmark-data>"
 # Image shape and number of classes of the datasets the experiments load.
 IMAGES = {
@@ -213,7 +213,7 @@ def sdmlp(method: str) -> Callable[[bool, int | None], Setup]:
 
     def build(quick: bool, batch_size: int | None) -> Setup:
         config = sdm.config_for(
-            method, dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=quick
+            sdm.METHODS[method], dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=quick
         )
         config = _resized(config, batch_size)
         return _built(lambda: sdm.build_run(config, data_dir=SYNTHETIC), "supervised", config)

@@ -5,21 +5,26 @@ import json
 import pytest
 
 from experiments import sdm
+from jaxcl import cli
 
 
 def test_the_paper_protocol_is_recovered_at_500_epochs():
     config = sdm.config_for(
-        "sdmlp_k1", dataset="mnist", epochs_per_task=500, pixel_scale="raw", quick=False
+        sdm.METHODS["sdmlp_k1"],
+        dataset="mnist",
+        epochs_per_task=500,
+        pixel_scale="raw",
+        quick=False,
     )
     assert config.effective_learning_rate == pytest.approx(0.05)
     # The authors' T = 5M counted 12,665 training + 2,115 validation images per epoch.
-    assert config.gaba_threshold(12665) == pytest.approx(5e6 * 12665 / (12665 + 2115))
+    assert config.gaba_switch_count(12665) == pytest.approx(5e6 * 12665 / (12665 + 2115))
     topk = sdm.config_for(
-        "topk", dataset="mnist", epochs_per_task=500, pixel_scale="raw", quick=False
+        sdm.METHODS["topk"], dataset="mnist", epochs_per_task=500, pixel_scale="raw", quick=False
     )
     assert topk.transition_epochs == 200 and topk.hidden_bias and not topk.normalize
     short = sdm.config_for(
-        "opt_adam", dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=False
+        sdm.METHODS["opt_adam"], dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=False
     )
     assert short.effective_learning_rate == 1e-3  # adaptive optimizers keep the paper's lr
 
@@ -37,18 +42,19 @@ def test_the_paper_protocol_is_recovered_at_500_epochs():
 )
 def test_flymodel_rows_run_the_tables_inputs_per_cell(method, dataset, width, inputs):
     fly = sdm.config_for(
-        method, dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=False
+        sdm.METHODS[method], dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=False
     )
     assert (fly.model, fly.width, fly.n_response) == ("fly", width, inputs)
     quick = sdm.config_for(
-        method, dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=True
+        sdm.METHODS[method], dataset=dataset, epochs_per_task=10, pixel_scale="raw", quick=True
     )
     assert quick.n_response == inputs and quick.width == 64
 
 
 def test_default_table_has_every_table_7_row_and_the_extra_fly_row():
     assert sdm.DEFAULT_TABLE[-1] == "sdmlp+ewc" and "fly_1k_32inputs" in sdm.DEFAULT_TABLE
-    assert set(sdm.PAPER["mnist"]) - set(sdm.DEFAULT_TABLE) == {
+    published = {name for name, (_, mnist, _) in sdm.TABLE.items() if mnist is not None}
+    assert published - set(sdm.DEFAULT_TABLE) == {
         "sdmlp_10k",
         "sdmlp+ewc_10k",
         "ewc_10k",
@@ -58,7 +64,8 @@ def test_default_table_has_every_table_7_row_and_the_extra_fly_row():
 
 @pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
-    rows = sdm.main(
+    rows = cli.run_experiment(
+        sdm.EXPERIMENT,
         [
             "--quick",
             "--seeds",
@@ -68,7 +75,7 @@ def test_quick_run_writes_the_contract_files(tmp_path):
             "--no-checkpoint",
             "--methods",
             "sdmlp+ewc",
-        ]
+        ],
     )
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "sdm" and [r["method"] for r in payload["rows"]] == [
@@ -85,13 +92,15 @@ def test_quick_run_writes_the_contract_files(tmp_path):
 
 def test_unknown_method_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match="valid names: sdmlp_k1, sdmlp_k10"):
-        sdm.main(["--quick", "--out", str(tmp_path), "--methods", "sdmlp_k3"])
+        cli.run_experiment(
+            sdm.EXPERIMENT, ["--quick", "--out", str(tmp_path), "--methods", "sdmlp_k3"]
+        )
 
 
 def test_config_holds_the_resolved_optimizer_and_regularizer_hyperparameters():
     kwargs = dict(dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=True)
-    rmsprop = sdm.config_for("opt_rmsprop", **kwargs)
+    rmsprop = sdm.config_for(sdm.METHODS["opt_rmsprop"], **kwargs)
     assert dict(rmsprop.optimizer_hparams) == sdm.OPTIMIZER_HPARAMS["rmsprop"]
     assert rmsprop.regularizer_hparams == ()
-    ewc = sdm.config_for("ewc", **kwargs)
+    ewc = sdm.config_for(sdm.METHODS["ewc"], **kwargs)
     assert dict(ewc.regularizer_hparams) == sdm.REGULARIZER_HPARAMS["ewc"]
