@@ -50,9 +50,9 @@ SGD's stays flat at ~75 %.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +62,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import hard_ash, plasticity
-from jaxcl import cli, engine, metrics, report, scenarios
+from jaxcl import cli, engine, report, scenarios
+from jaxcl.experiment import Experiment, difference, quick_note
 from jaxcl.io import json_ready
 
-# method -> (activation, optimizer, overrides of the pinned activation hyperparameters)
-METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "hard_ash_zk0+adagrad": ("hard_ash", "adagrad", {"z_k": 0.0}),
-    "hard_ash_zk1+adagrad": ("hard_ash", "adagrad", {"z_k": 1.0}),
-    "hard_ash+adagrad": ("hard_ash", "adagrad", {}),  # the pinned z_k = 2.3
-    "hard_ash_zk3+adagrad": ("hard_ash", "adagrad", {"z_k": 3.0}),
-    "relu+adagrad": ("relu", "adagrad", {}),
-    "relu+sgd": ("relu", "sgd", {}),
-}
 ZK_REFERENCE = "hard_ash_zk0+adagrad"
-TABLE_METRICS = ["learning_acc", "first", "last", "plasticity_loss", "acc", "forgetting"]
+TABLE_METRICS = ("learning_acc", "first", "last", "plasticity_loss", "acc", "forgetting")
+ZK_LABELS = (("learning_acc", "plasticity"), ("acc", "stability"))  # z_k effect on each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,20 +79,26 @@ class Config(hard_ash.Config):
     perm_seed: int = 0
 
 
-def config_for(method: str, *, quick: bool, num_tasks: int) -> Config:
-    activation, optimizer, overrides = METHODS[method]
-    hparams = tuple(sorted({**hard_ash.PINNED_ACTIVATIONS[activation], **overrides}.items()))
-    if quick:
-        return Config(
-            activation,
-            optimizer,
-            hidden=(64,),
-            max_train_per_task=256,
-            max_test_per_task=128,
-            activation_hparams=hparams,
-            num_tasks=num_tasks,
-        )
-    return Config(activation, optimizer, activation_hparams=hparams, num_tasks=num_tasks)
+def _config(activation: str, optimizer: str, **overrides: Any) -> Config:
+    """The pinned hyperparameters of ``hard_ash.py`` with ``overrides`` of the activation's."""
+    hparams = {**hard_ash.PINNED_ACTIVATIONS[activation], **overrides}
+    return Config(activation, optimizer, activation_hparams=tuple(sorted(hparams.items())))
+
+
+METHODS = {
+    ZK_REFERENCE: _config("hard_ash", "adagrad", z_k=0.0),
+    "hard_ash_zk1+adagrad": _config("hard_ash", "adagrad", z_k=1.0),
+    "hard_ash+adagrad": _config("hard_ash", "adagrad"),  # the pinned z_k = 2.3
+    "hard_ash_zk3+adagrad": _config("hard_ash", "adagrad", z_k=3.0),
+    "relu+adagrad": _config("relu", "adagrad"),
+    "relu+sgd": _config("relu", "sgd"),
+}
+
+
+def configure(config: Config, *, quick: bool, num_tasks: int) -> Config:
+    """The configuration run: ``num_tasks`` tasks; under ``quick``, ``hard_ash.py``'s sizes."""
+    sizes = dict(hidden=(64,), max_train_per_task=256, max_test_per_task=128) if quick else {}
+    return dataclasses.replace(config, num_tasks=num_tasks, **sizes)
 
 
 def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
@@ -119,40 +118,46 @@ def plasticity_window(num_tasks: int) -> int:
     return max(1, num_tasks // 5)
 
 
-def method_row(method: str, results: engine.Results, config: Config, seconds: float) -> dict:
-    """The results.json row: the engine's metrics plus the new-task curves' windows."""
+def row_metrics(results: engine.Results, config: Config, args: argparse.Namespace) -> dict:
+    """``first``, ``last`` and ``plasticity_loss`` of the new-task accuracy curves."""
     curves = plasticity.new_task_accuracy(results)
-    row = report.result_row(
-        method, results, config=dataclasses.asdict(config), seconds=round(seconds, 2)
-    )
-    windows = plasticity.plasticity_metrics(curves, plasticity_window(config.num_tasks))
-    row["metrics"].update(metrics.summary_table(windows))
+    return plasticity.plasticity_metrics(curves, plasticity_window(config.num_tasks))
+
+
+def row_fields(results: engine.Results, config: Config, args: argparse.Namespace) -> dict:
+    """Each seed's accuracy on each task right after it and after the last task."""
     final = np.where(np.asarray(results.diverged)[:, None], np.nan, results.accuracy[:, -1])
-    for name, values in [("new_task_acc", curves), ("final_task_acc", final)]:
-        row[name] = json_ready(np.where(np.isfinite(values), values, None))
-    return row
+    curves = {"new_task_acc": plasticity.new_task_accuracy(results), "final_task_acc": final}
+    return {k: json_ready(np.where(np.isfinite(v), v, None)) for k, v in curves.items()}
 
 
-def zk_effects(rows: list[dict]) -> list[str]:
+def header(rows: list[dict], args: argparse.Namespace) -> str:
+    return (
+        f"Permuted MNIST, {args.num_tasks} tasks, {args.seeds} seeds, 1 epoch/task, batch 64 "
+        f"(protocol ours: the paper's is not retrievable).{quick_note(args)}\n"
+        "Plasticity: learning_acc = mean accuracy on each new task right after training it; "
+        f"first/last = its mean over the first/last {plasticity_window(args.num_tasks)} "
+        "task(s); plasticity_loss = first − last. Stability: acc = mean accuracy over all "
+        "tasks after the last; forgetting (Chaudhry).\nPaper: section and numbers not "
+        "retrievable; its claim (second-hand): varying z_k has minimal effect on plasticity "
+        "but improves stability.\n\n"
+    )
+
+
+def zk_effects(rows: list[dict]) -> str:
     """Each Hard ASH z_k > 0 row minus z_k = 0 on plasticity and stability (Welch 95% CI)."""
-    by_method = {row["method"]: report.per_seed(row) for row in rows}
-    reference = by_method.get(ZK_REFERENCE)
-    if reference is None:
-        return []
     lines = []
-    for method, values in by_method.items():
+    for method in (row["method"] for row in rows):
         if method == ZK_REFERENCE or not method.startswith("hard_ash"):
             continue
-        cells = []
-        for name, label in [("learning_acc", "plasticity"), ("acc", "stability")]:
-            a, b = values[name], reference[name]
-            diff, half = metrics.difference_ci95(a[np.isfinite(a)], b[np.isfinite(b)])
-            cells.append(f"{label} {100 * diff:+.1f} ± {100 * half:.1f}")
-        lines.append(f"- {method} − {ZK_REFERENCE}: " + ", ".join(cells) + " points")
-    return lines
+        diffs = {label: difference(rows, method, ZK_REFERENCE, m) for m, label in ZK_LABELS}
+        if None not in diffs.values():  # None: no z_k = 0 row
+            cells = ", ".join(f"{label} {diff.points()}" for label, diff in diffs.items())
+            lines.append(f"- {method} − {ZK_REFERENCE}: {cells} points\n")
+    return "\nz_k effect (Welch 95% CI, ours):\n" + "".join(lines) if lines else ""
 
 
-def plot_curves(rows: list[dict], path: Path) -> None:
+def plot_curves(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     """Accuracy on each task right after training it, and after the last task (seed means)."""
     fig, (left, right) = report.figure(1, 2, figsize=(11, 4), sharey=True)
     from matplotlib.ticker import MaxNLocator  # after report.figure chose the Agg backend
@@ -166,61 +171,35 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     left.set(xlabel="task", ylabel="accuracy", title="plasticity: each task right after it")
     right.set(xlabel="task", title="stability: each task after the last task", ylim=(0, 1))
     left.legend(fontsize=7)
-    report.save_figure(fig, path)
+    report.save_figure(fig, out / "plasticity_and_stability.png")
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = cli.experiment_parser(
-        __doc__.split("\n")[0], methods=tuple(METHODS), default_out="results/hard_ash_permuted"
-    )
+def flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-tasks", type=cli.positive_int, default=None, help="tasks (default 10, quick 3)"
     )
-    parser.add_argument("--data-dir", default=None, help="tfds data dir (else $TFDS_DATA_DIR)")
-    args = parser.parse_args(argv)
-    num_tasks = args.num_tasks or (3 if args.quick else 10)
-    methods = cli.selected_methods(args, tuple(METHODS))
-    run_config = {"seeds": args.seeds, "quick": args.quick, "num_tasks": num_tasks}
-    previous = cli.previous_results(
-        args, experiment="hard_ash_permuted", config=run_config, methods=methods
-    )
-    out = Path(args.out)
-    rows = []
-    for method in methods:
-        config = config_for(method, quick=args.quick, num_tasks=num_tasks)
-        start = time.perf_counter()
-        run = build_run(config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, num_tasks))
-        results = cli.run_method(run, args, method, config)
-        row = method_row(method, results, config, time.perf_counter() - start)
-        rows.append(row)
-        stat = row["metrics"]
-        print(
-            f"{method:>22}: plasticity {100 * (stat['learning_acc']['mean'] or np.nan):.1f} %, "
-            f"stability {100 * (stat['acc']['mean'] or np.nan):.1f} % ({row['seconds']:.1f} s)",
-            flush=True,
-        )
-    rows = report.merge_rows(previous["rows"], rows, order=tuple(METHODS))
-    table = report.markdown_table(rows, metrics=TABLE_METRICS)
-    window = plasticity_window(num_tasks)
-    header = (
-        f"Permuted MNIST, {num_tasks} tasks, {args.seeds} seeds, 1 epoch/task, batch 64 "
-        "(protocol ours: the paper's is not retrievable)."
-        f"{' QUICK smoke configuration.' if args.quick else ''}\n"
-        "Plasticity: learning_acc = mean accuracy on each new task right after training it; "
-        f"first/last = its mean over the first/last {window} task(s); plasticity_loss = "
-        "first − last. Stability: acc = mean accuracy over all tasks after the last; "
-        "forgetting (Chaudhry).\nPaper: section and numbers not retrievable; its claim "
-        "(second-hand): varying z_k has minimal effect on plasticity but improves stability."
-        "\n\n"
-    )
-    effects = zk_effects(rows)
-    footer = "\nz_k effect (Welch 95% CI, ours):\n" + "\n".join(effects) + "\n" if effects else ""
-    print("\n" + header + table + footer)
-    report.write_results(out, experiment="hard_ash_permuted", config=run_config, rows=rows)
-    report.write_table(out, header + table + footer)
-    plot_curves(rows, out / "plasticity_and_stability.png")
-    return rows
+
+
+EXPERIMENT = Experiment(
+    name="hard_ash_permuted",
+    description=__doc__.splitlines()[0],
+    methods=METHODS,
+    configure=lambda config, args: configure(config, quick=args.quick, num_tasks=args.num_tasks),
+    build=lambda config, args: build_run(
+        config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, args.num_tasks)
+    ),
+    flags=flags,
+    derive=lambda args: {"num_tasks": args.num_tasks or (3 if args.quick else 10)},
+    run_config=lambda args: {"seeds": args.seeds, "quick": args.quick, "num_tasks": args.num_tasks},
+    row_metrics=row_metrics,
+    row_fields=row_fields,
+    metrics=TABLE_METRICS,
+    header=header,
+    findings=lambda rows, args: zk_effects(rows),
+    curves=False,
+    plots=plot_curves,
+)
 
 
 if __name__ == "__main__":
-    cli.main(main)
+    cli.main(EXPERIMENT)

@@ -37,7 +37,9 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import hashlib
 import math
+import operator
 import os
 import re
 import sys
@@ -48,9 +50,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 import jaxcl
 from jaxcl import execution, metrics, report
-from jaxcl.engine import Results, Run
+from jaxcl.engine import EngineState, Results, Run, seed_keys
 from jaxcl.experiment import Experiment
 from jaxcl.io import json_ready
 
@@ -227,6 +232,7 @@ def run_method(
     *,
     seeds: int | None = None,
     final_diagnostics: execution.FinalDiagnostics | None = None,
+    init: execution.InitGroup | None = None,
 ) -> Results:
     """Runs seeds ``0..seeds−1`` (default ``--seeds``) of one method, checkpointed under ``--out``.
 
@@ -235,8 +241,8 @@ def run_method(
     checkpoint's fingerprint, so resuming or reading back a finished method after any of
     them changed is refused (:class:`jaxcl.checkpoint.ConfigMismatchError`).
 
-    ``final_diagnostics`` measures the trained learners (see
-    :func:`jaxcl.execution.run_seeds`).
+    ``final_diagnostics`` measures the trained learners and ``init`` builds the initial
+    states of rows that are not plain seeds (see :func:`jaxcl.execution.run_seeds`).
     """
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
@@ -254,7 +260,55 @@ def run_method(
         seed_chunk_size=args.seed_chunk or None,
         progress=sys.stderr.isatty(),
         final_diagnostics=final_diagnostics,
+        init=init,
     )
+
+
+def stacked_init(
+    run: Run, values: Sequence[Any], place: Callable[[EngineState, Any], EngineState]
+) -> execution.InitGroup:
+    """Initial states of rows ``seed * len(values) + v`` (an :data:`~jaxcl.execution.InitGroup`).
+
+    A row is seed ``seed``'s initial state with ``values[v]`` put in by ``place(state,
+    stacked)``, ``stacked`` holding each row's value (pytrees of one structure) on the
+    leading axis.
+    """
+
+    def init(rows: Sequence[int]) -> tuple[EngineState, Any]:
+        state, init_correct = run.init(seed_keys([r // len(values) for r in rows]))
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(values[r % len(values)] for r in rows))
+        return place(state, stacked), init_correct
+
+    return init
+
+
+def run_stacked(
+    run: Run,
+    args: argparse.Namespace,
+    methods: Mapping[str, Any],
+    config: Mapping[str, Any],
+    *,
+    place: Callable[[EngineState, Any], EngineState],
+) -> Iterator[tuple[str, Results]]:
+    """Runs methods that differ only in data of the initial state as the rows of one run.
+
+    ``methods`` maps each name to its value (see :func:`stacked_init`): one compiled
+    program runs every method's ``--seeds`` seeds as rows ``seed * len(methods) + m``,
+    checkpointed like :func:`run_method`'s seeds (``--seed-chunk`` counts rows) under
+    ``--out/checkpoints/stacked-<hash of the names>``; ``config`` is everything else that
+    changes the results (the fingerprint holds the names, not the values: a method's value
+    must follow from its name and ``config``). Yields ``(name, Results)`` in order, as an
+    :class:`~jaxcl.experiment.Experiment`'s ``execute`` does.
+    """
+    names, n = list(methods), len(methods)
+    digest = hashlib.sha256(" ".join(names).encode()).hexdigest()[:10]
+    fingerprint = {"rows": "seed * len(methods) + method", "methods": names, **config}
+    init = stacked_init(run, list(methods.values()), place)
+    results = run_method(
+        run, args, f"stacked-{digest}", fingerprint, seeds=args.seeds * n, init=init
+    )
+    for m, name in enumerate(names):
+        yield name, jax.tree.map(operator.itemgetter(slice(m, None, n)), results)
 
 
 def selected_methods(args: argparse.Namespace, methods: Sequence[str]) -> list[str]:

@@ -21,11 +21,10 @@ the same, see the README's "Your own benchmark"):
    runs every seed of the method, resumably, and makes the row. Per-method seed counts:
    ``seeds(config, args)``; a measurement of the trained learners (an evaluation the
    engine does not do): ``final_diagnostics(run, config)``. Methods that share one
-   compiled program (rows stacked on the seed axis, run by
-   :func:`jaxcl.execution.run_seeds` with ``init=``, checkpointed under ``args.out``
-   unless ``args.no_checkpoint``) or are not engine runs at all (a toy computed in NumPy)
-   give ``execute`` instead of ``build``; a row's ``seconds`` is the time until it is
-   yielded.
+   compiled program (rows stacked on the seed axis, run by :func:`jaxcl.cli.run_stacked`,
+   checkpointed under ``args.out`` unless ``args.no_checkpoint``) or are not engine runs
+   at all (a toy computed in NumPy) give ``execute`` instead of ``build``; a row's
+   ``seconds`` is the time until it is yielded.
 3. **Rows.** A row holds the engine's metrics (``report.result_row``: ``pooled_acc``,
    ``acc``, ``bwt``, ``fwt``, ``forgetting``, ...; ``engine_metrics=False`` leaves them
    out, for runs that evaluate only the current task), ``config`` and ``seconds``, plus

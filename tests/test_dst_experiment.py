@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from experiments import dst
-from jaxcl import data, engine, scenarios, sparse
+from jaxcl import cli, data, engine, scenarios, sparse
 
 
 def test_pair_rounds_are_perfect_matchings_without_repeats():
@@ -30,13 +30,14 @@ def test_pair_rounds_are_perfect_matchings_without_repeats():
 
 
 def test_unknown_method_lists_valid_names(tmp_path):
-    with pytest.raises(ValueError, match="valid names: erk-random-s80-t5"):
-        dst.main(["--quick", "--out", str(tmp_path), "--methods", "erk-random-s99-t5"])
+    with pytest.raises(cli.UsageError, match="valid names: erk-random-s80-t5"):
+        argv = ["--quick", "--out", str(tmp_path), "--methods", "erk-random-s99-t5"]
+        cli.run_experiment(dst.EXPERIMENT, argv)
 
 
 @pytest.mark.needs_data("fashion_mnist")
 def test_quick_grid_block_writes_the_contract_files(tmp_path):
-    rows = dst.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
+    rows = cli.run_experiment(dst.EXPERIMENT, ["--quick", "--seeds", "2", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "dst" and len(payload["rows"]) == len(rows) == 10
     assert {r["cell"]["growth"] for r in rows} == {*dst.GROWTH_NAMES}
@@ -57,17 +58,18 @@ SLOW_DST = """
 import sys, time
 from jaxcl import engine
 from experiments import dst
+from jaxcl import cli
 run_chunk = engine.Run.run_chunk
 def slow(self, state, start):
     print("chunk", start, flush=True)
     time.sleep(0.5)
     return run_chunk(self, state, start)
 engine.Run.run_chunk = slow
-dst.main(sys.argv[1:])
+cli.run_experiment(dst.EXPERIMENT, sys.argv[1:])
 """
 
 
-def test_init_rows_pairs_each_seed_with_each_cell():
+def test_stacked_rows_pair_each_seed_with_each_cell():
     config = dst.config_for("fashion_mnist", 5, quick=True, evaluation="task_il")
     rng = np.random.default_rng(0)
     ds = data.ArrayDataset(
@@ -81,7 +83,9 @@ def test_init_rows_pairs_each_seed_with_each_cell():
     scenario = scenarios.from_class_groups(ds, dst.class_groups(10, 5), head=head)
     cells = [dst.Cell("erk", "random", 80, 5), dst.Cell("uniform", "gradient", 95, 5)]
     run = dst.build_run(config, scenario, cells[0])
-    state, _ = dst.init_rows(run, cells)([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
+    configs = list(dst.sparsity_configs(run, cells).values())
+    init = cli.stacked_init(run, configs, dst.with_sparsity)
+    state, _ = init([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
     alone = [run.init(engine.seed_keys([seed]))[0] for seed in (0, 1, 2)]
     np.testing.assert_array_equal(
         state.key, np.concatenate([alone[s].key for s in (0, 0, 1, 1, 2)])
@@ -94,7 +98,8 @@ def test_init_rows_pairs_each_seed_with_each_cell():
 
 @pytest.mark.needs_data("fashion_mnist")
 def test_sigkill_then_rerun_resumes_to_identical_per_cell_results(tmp_path, monkeypatch):
-    reference = dst.main([*TWO_CELLS, "--out", str(tmp_path / "reference"), "--no-checkpoint"])
+    argv = [*TWO_CELLS, "--out", str(tmp_path / "reference"), "--no-checkpoint"]
+    reference = cli.run_experiment(dst.EXPERIMENT, argv)
     out = tmp_path / "killed"
     job = subprocess.Popen(
         [sys.executable, "-c", SLOW_DST, *TWO_CELLS, "--out", str(out)],
@@ -117,7 +122,7 @@ def test_sigkill_then_rerun_resumes_to_identical_per_cell_results(tmp_path, monk
         return run_chunk(self, state, start)
 
     monkeypatch.setattr(engine.Run, "run_chunk", counting)
-    resumed = dst.main([*TWO_CELLS, "--out", str(out)])
+    resumed = cli.run_experiment(dst.EXPERIMENT, [*TWO_CELLS, "--out", str(out)])
     assert starts == [2, 3, 4]  # row 0 was finished; row 1 resumed after its task 2
     for got, want in zip(resumed, reference, strict=True):
         assert got["method"] == want["method"]
@@ -166,7 +171,8 @@ def test_cifar100_resnet_pipeline_on_mocked_data(tmp_path, monkeypatch):
     assert scenario.task_names[1] == "/".join(map(str, range(20, 40)))
     cells = [dst.Cell("erk", "momentum", 80, 5), dst.Cell("uniform", "adaptive", 95, 5)]
     run = dst.build_run(config, scenario, cells[0])
-    state, _ = jax.eval_shape(lambda: dst.init_rows(run, cells)(range(4)))
+    init = cli.stacked_init(run, list(dst.sparsity_configs(run, cells).values()), dst.with_sparsity)
+    state, _ = jax.eval_shape(lambda: init(range(4)))
     assert state.learner.config.counts.shape == (4, 7)  # 2 seeds x 2 cells, 7 layers
     record = run.abstract_record(state)
     assert record.correct.shape == (4, run.spec.chunk_size, 5)

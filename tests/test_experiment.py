@@ -5,6 +5,7 @@ import json
 import re
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -274,3 +275,25 @@ def test_seed_timing_runs_both_ways_and_compares_the_curves():
     ]
     assert timing["max_abs_curve_difference"] == 0.0  # a seed's results do not depend on vmap
     assert all(value >= 0 for value in timing.values())
+
+
+def test_stacked_methods_are_the_rows_of_one_run(tmp_path):
+    """cli.run_stacked: method m's seed s is row s * M + m, placed into seed s's state."""
+    argv = ["--seeds", "2", "--no-checkpoint", "--out", str(tmp_path)]
+    args = cli.experiment_args(ENGINE_TOY, argv)
+    run = build(Config(0.1), args)
+
+    def scale(state, factors):  # each row's initial weights times its factor
+        params = jax.tree.map(
+            lambda p: p * factors.reshape(-1, *[1] * (p.ndim - 1)), state.learner.params
+        )
+        return state._replace(learner=state.learner._replace(params=params))
+
+    stacked = dict(cli.run_stacked(run, args, {"one": 1.0, "zero": 0.0}, {}, place=scale))
+    alone = cli.run_method(run, args, "sgd", Config(0.1))
+    assert list(stacked) == ["one", "zero"]
+    for got in stacked.values():
+        assert got.accuracy.shape == alone.accuracy.shape  # [2 seeds, 2, 2]
+    np.testing.assert_array_equal(stacked["one"].diagnostics["norm"], alone.diagnostics["norm"])
+    np.testing.assert_array_equal(stacked["one"].accuracy, alone.accuracy)
+    assert not np.allclose(stacked["zero"].diagnostics["norm"], alone.diagnostics["norm"])

@@ -84,7 +84,7 @@ def test_runs_merge_and_a_changed_hyperparameter_is_refused(tmp_path, monkeypatc
 def test_permuted_quick_run_writes_the_contract_files(tmp_path):
     methods = "hard_ash_zk0+adagrad,hard_ash+adagrad"
     argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", methods]
-    rows = hard_ash_permuted.main(argv)
+    rows = cli.run_experiment(hard_ash_permuted.EXPERIMENT, argv)
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["experiment"] == "hard_ash_permuted"
     assert payload["config"]["num_tasks"] == 3
@@ -109,9 +109,8 @@ def test_permuted_quick_run_writes_the_contract_files(tmp_path):
 
 @pytest.mark.needs_data("mnist")
 def test_permuted_run_applies_permutations_per_batch():
-    run = hard_ash_permuted.build_run(
-        hard_ash_permuted.config_for("relu+sgd", quick=True, num_tasks=4)
-    )
+    config = hard_ash_permuted.METHODS["relu+sgd"]
+    run = hard_ash_permuted.build_run(hard_ash_permuted.configure(config, quick=True, num_tasks=4))
     scenario = run.scenario
     # One copy of MNIST, one permutation per task: no task is materialised.
     assert scenario.train_x.shape == (60000, 784) and scenario.input_perm.shape == (4, 784)
@@ -132,11 +131,12 @@ def test_zk_effects_are_welch_differences_to_zk0():
     # plasticity: 0.85 − 0.5 = +0.35; Welch: var(a)/2 = 0.0025, var(b) = 0, dof 1,
     # t_{0.975,1} = 12.706, half = 12.706 · 0.05 = 0.635. stability: 0.65 − 0.6 = +0.05,
     # half = 12.706 · 0.05 = 0.635.
-    assert hard_ash_permuted.zk_effects(rows) == [
+    assert hard_ash_permuted.zk_effects(rows) == (
+        "\nz_k effect (Welch 95% CI, ours):\n"
         "- hard_ash+adagrad − hard_ash_zk0+adagrad: plasticity +35.0 ± 63.5, "
-        "stability +5.0 ± 63.5 points"
-    ]
-    assert hard_ash_permuted.zk_effects(rows[1:]) == []  # no z_k = 0 reference row
+        "stability +5.0 ± 63.5 points\n"
+    )
+    assert hard_ash_permuted.zk_effects(rows[1:]) == ""  # no z_k = 0 reference row
 
 
 @pytest.mark.parametrize("quick", [True, False])
