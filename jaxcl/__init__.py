@@ -1,3 +1,3 @@
 """jaxcl: continual learning with sparse activations and sparsity-aware optimizers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
