@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import contextvars
 import dataclasses
-import functools
 import hashlib
 import math
 import operator
@@ -52,6 +51,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxcl
 from jaxcl import execution, metrics, report
@@ -462,6 +462,11 @@ def method_row(
         row["config"] = dataclasses.asdict(config)
     elif isinstance(config, Mapping):
         row["config"] = dict(config)
+    if experiment.diagnostics and isinstance(outcome, Results):
+        reported = [n for n in experiment.diagnostics if n in outcome.diagnostics]
+        after = {n: np.asarray(outcome.diagnostics[n]) for n in reported}
+        row["metrics"].update(metrics.summary_table({n: v[:, -1] for n, v in after.items()}))
+        row["diagnostics_after_task"] = {name: v.tolist() for name, v in after.items()}
     if experiment.row_metrics is not None:
         per_seed = experiment.row_metrics(outcome, config, args)
         row["metrics"].update(metrics.summary_table(per_seed))
@@ -546,28 +551,22 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
     return rows
 
 
-def main(
-    command: Experiment | Callable[[list[str]], Any], argv: Sequence[str] | None = None
-) -> None:
-    """Runs an experiment (or any function of the command line) as a command.
+def main(experiment: Experiment, argv: Sequence[str] | None = None) -> None:
+    """Runs ``experiment`` (:func:`run_experiment`) as a command.
 
-    ``command`` is an :class:`~jaxcl.experiment.Experiment`, run by
-    :func:`run_experiment`, or a function called with the arguments. A
-    :class:`UsageError` exits with status 2, any other exception with status 1, each
+    A :class:`UsageError` exits with status 2, any other exception with status 1, each
     after one line on stderr; ``--debug`` in ``argv`` or ``JAXCL_DEBUG=1`` also prints the
     traceback. Interruptions (``SystemExit``, ``KeyboardInterrupt``) pass through. The
     command holds a lock on ``--out`` from the moment it is parsed until it exits
     (:func:`jaxcl.execution.lock_directory`): a second command on the same ``--out`` stops
     at once with a line naming the holder's pid.
     """
-    if isinstance(command, Experiment):
-        command = functools.partial(run_experiment, command)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with contextlib.ExitStack() as scope:
             token = _COMMAND_SCOPE.set(scope)
             try:
-                command(argv)
+                run_experiment(experiment, argv)
             finally:
                 _COMMAND_SCOPE.reset(token)
     except Exception as err:
