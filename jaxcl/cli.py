@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcl
-from jaxcl import execution, metrics, report
+from jaxcl import compile_cache, execution, metrics, report
 from jaxcl.engine import EngineState, Results, Run, seed_keys
 from jaxcl.experiment import Experiment
 from jaxcl.io import json_ready
@@ -197,6 +197,11 @@ def experiment_parser(
     )
     parser.add_argument(
         "--debug", action="store_true", help=f"show tracebacks on errors (also {DEBUG_ENV}=1)"
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help=f"do not use the persistent compilation cache (${compile_cache.CACHE_DIR_ENV})",
     )
     if not resumable:
         parser.set_defaults(checkpoint_every=0, seed_chunk=0, no_checkpoint=True)
@@ -506,6 +511,8 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
     (header, table, findings, extras' text; also printed) and the plots into ``--out``.
     """
     args = experiment_args(experiment, argv)
+    if not args.no_compile_cache:
+        compile_cache.enable()
     methods = chosen_methods(experiment, args)
     run_config = experiment.run_config(args)
     previous = previous_results(
