@@ -91,7 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.throughput import matmul_rate
 from experiments import classp, dst, hard_ash, sdm
-from jaxcl import data, engine, learners, report, scenarios, types
+from jaxcl import compile_cache, data, engine, learners, report, scenarios, types
 from jaxcl.io import write_json
 
 PyTree = Any
@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 steps, 1 repeat")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args(argv)
+    cache = compile_cache.enable()
     names = args.families.split(",")
     unknown = sorted(set(names) - set(FAMILY_NAMES))
     if unknown:
@@ -550,6 +551,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n" + table)
     payload = {
         "device": str(jax.devices()[0]),
+        "compile_cache": None if cache is None else str(cache),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "quick": args.quick,

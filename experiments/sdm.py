@@ -48,20 +48,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import math
 from typing import Any
 
-import jax.numpy as jnp
-import numpy as np
-
 from jaxcl import cli, data, engine, learners, regularizers, report, scenarios, types
 from jaxcl.experiment import Experiment, quick_note
-from jaxcl.models.fly import kenyon_cells
-from jaxcl.models.sdm import SDMLP, sdm_projection, unit_activity
+from jaxcl.models.sdm import SDMLP
 from jaxcl.optim import get_optimizer
 
 PAPER_EPOCHS = 500
+CONFIG_FLAGS = ("dataset", "epochs_per_task", "pixel_scale", "quick")
 # Fraction of task 1 after which an always-active neuron has counted T activations in the
 # authors' Split-MNIST run: 5e6 / (500 epochs x (12,665 train + 2,115 validation images)).
 GABA_SWITCH_FRACTION = 5e6 / (PAPER_EPOCHS * (12665 + 2115))
@@ -188,9 +184,8 @@ def config_for(
     changes = dict(changes)
     if changes.get("model") == "fly":
         changes.setdefault("n_response", FLY_INPUTS[dataset][changes["width"]])
-    config = Config(
-        dataset=dataset, epochs_per_task=epochs_per_task, pixel_scale=pixel_scale, **changes
-    )
+    flags = dict(dataset=dataset, epochs_per_task=epochs_per_task, pixel_scale=pixel_scale)
+    config = Config(**flags, **changes)
     if quick:
         k = None if config.k is None else min(config.k, 4)
         config = dataclasses.replace(config, width=min(config.width, 64), k=k, **QUICK)
@@ -200,21 +195,13 @@ def config_for(
 def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner:
     """A row's learner; diagnostics: the fraction of units silent on all test images
     (``dead``) and, with GABA, of units whose switch is complete (``switched``)."""
-    n_test = [int(n) for n in scenario.test_count]
-    rows = np.concatenate([np.asarray(scenario.test_idx[t, :n]) for t, n in enumerate(n_test)])
-    probe = jnp.asarray(np.asarray(scenario.test_x)[rows])
-    dim, classes = scenario.input_dim, scenario.num_classes
+    dim, classes, probe = scenario.input_dim, scenario.num_classes, scenario.test_inputs()
     if config.model == "fly":
         cells = dict(num_cells=config.width, n_response=config.n_response)
-        learner = learners.fly_model(
-            input_dim=dim, num_classes=classes, learning_rate=config.fly_learning_rate, **cells
+        lr = config.fly_learning_rate
+        return learners.fly_model(
+            input_dim=dim, num_classes=classes, learning_rate=lr, probe=probe, **cells
         )
-
-        def fly_diagnostics(state):
-            hidden = functools.partial(kenyon_cells, projection=state.projection)
-            return {"dead": jnp.mean(unit_activity(hidden, probe) == 0)}
-
-        return learner._replace(diagnostics=fly_diagnostics)
     model = SDMLP(
         num_classes=classes,
         gaba_switch_count=config.gaba_switch_count(int(scenario.train_count[0])),
@@ -227,27 +214,11 @@ def build_learner(config: Config, scenario: scenarios.Scenario) -> types.Learner
         learning_rate=config.effective_learning_rate,
         **dict(config.optimizer_hparams),
     )
-    regularizer = projection = None
+    regularizer = None
     if config.regularizer is not None:
         hparams = dict(config.regularizer_hparams)
         regularizer = regularizers.get_regularizer(config.regularizer, **hparams)
-    if config.positive or config.normalize:
-        constraints = dict(positive=config.positive, normalize=config.normalize)
-        projection = functools.partial(sdm_projection, **constraints)
-    learner = learners.supervised(
-        model, optimizer, input_dim=dim, projection=projection, regularizer=regularizer
-    )
-
-    def diagnostics(state):
-        variables = {"params": state.params, **state.model_state}
-        hidden = functools.partial(model.apply, variables, return_hidden=True)
-        out = {"dead": jnp.mean(unit_activity(hidden, probe) == 0)}
-        if "activations" in state.model_state.get("counters", {}):
-            count = state.model_state["counters"]["activations"]
-            out["switched"] = jnp.mean(count >= model.gaba_switch_count)
-        return out
-
-    return learner._replace(diagnostics=diagnostics)
+    return learners.sdmlp(model, optimizer, input_dim=dim, regularizer=regularizer, probe=probe)
 
 
 def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
@@ -309,11 +280,7 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     methods=METHODS,
     configure=lambda changes, args: config_for(
-        changes,
-        dataset=args.dataset,
-        epochs_per_task=args.epochs_per_task,
-        pixel_scale=args.pixel_scale,
-        quick=args.quick,
+        changes, **{key: getattr(args, key) for key in CONFIG_FLAGS}
     ),
     build=lambda config, args: build_run(
         config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, 5)
@@ -329,15 +296,10 @@ EXPERIMENT = Experiment(
         **{"epochs_per_task": args.epochs, "pixel_scale": args.pixel_scale},
     },
     seeds=seeds,
-    row_metrics=lambda results, config, args: {
-        name: np.asarray(v)[:, -1] for name, v in results.diagnostics.items()
-    },
+    diagnostics=("dead", "switched"),
     row_fields=lambda results, config, args: {
         "learning_rate": config.effective_learning_rate,
         "seeds": seeds(config, args),
-        "diagnostics_after_task": {
-            name: np.asarray(v).tolist() for name, v in results.diagnostics.items()
-        },
     },
     metrics=METRICS,
     table=table,

@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import contextvars
 import dataclasses
-import functools
 import hashlib
 import math
 import operator
@@ -52,9 +51,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxcl
-from jaxcl import execution, metrics, report
+from jaxcl import compile_cache, execution, metrics, report
 from jaxcl.engine import EngineState, Results, Run, seed_keys
 from jaxcl.experiment import Experiment
 from jaxcl.io import json_ready
@@ -197,6 +197,11 @@ def experiment_parser(
     )
     parser.add_argument(
         "--debug", action="store_true", help=f"show tracebacks on errors (also {DEBUG_ENV}=1)"
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help=f"do not use the persistent compilation cache (${compile_cache.CACHE_DIR_ENV})",
     )
     if not resumable:
         parser.set_defaults(checkpoint_every=0, seed_chunk=0, no_checkpoint=True)
@@ -462,6 +467,11 @@ def method_row(
         row["config"] = dataclasses.asdict(config)
     elif isinstance(config, Mapping):
         row["config"] = dict(config)
+    if experiment.diagnostics and isinstance(outcome, Results):
+        reported = [n for n in experiment.diagnostics if n in outcome.diagnostics]
+        after = {n: np.asarray(outcome.diagnostics[n]) for n in reported}
+        row["metrics"].update(metrics.summary_table({n: v[:, -1] for n, v in after.items()}))
+        row["diagnostics_after_task"] = {name: v.tolist() for name, v in after.items()}
     if experiment.row_metrics is not None:
         per_seed = experiment.row_metrics(outcome, config, args)
         row["metrics"].update(metrics.summary_table(per_seed))
@@ -501,6 +511,8 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
     (header, table, findings, extras' text; also printed) and the plots into ``--out``.
     """
     args = experiment_args(experiment, argv)
+    if not args.no_compile_cache:
+        compile_cache.enable()
     methods = chosen_methods(experiment, args)
     run_config = experiment.run_config(args)
     previous = previous_results(
@@ -546,28 +558,22 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
     return rows
 
 
-def main(
-    command: Experiment | Callable[[list[str]], Any], argv: Sequence[str] | None = None
-) -> None:
-    """Runs an experiment (or any function of the command line) as a command.
+def main(experiment: Experiment, argv: Sequence[str] | None = None) -> None:
+    """Runs ``experiment`` (:func:`run_experiment`) as a command.
 
-    ``command`` is an :class:`~jaxcl.experiment.Experiment`, run by
-    :func:`run_experiment`, or a function called with the arguments. A
-    :class:`UsageError` exits with status 2, any other exception with status 1, each
+    A :class:`UsageError` exits with status 2, any other exception with status 1, each
     after one line on stderr; ``--debug`` in ``argv`` or ``JAXCL_DEBUG=1`` also prints the
     traceback. Interruptions (``SystemExit``, ``KeyboardInterrupt``) pass through. The
     command holds a lock on ``--out`` from the moment it is parsed until it exits
     (:func:`jaxcl.execution.lock_directory`): a second command on the same ``--out`` stops
     at once with a line naming the holder's pid.
     """
-    if isinstance(command, Experiment):
-        command = functools.partial(run_experiment, command)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with contextlib.ExitStack() as scope:
             token = _COMMAND_SCOPE.set(scope)
             try:
-                command(argv)
+                run_experiment(experiment, argv)
             finally:
                 _COMMAND_SCOPE.reset(token)
     except Exception as err:

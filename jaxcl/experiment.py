@@ -27,7 +27,9 @@ the same, see the README's "Your own benchmark"):
    ``seconds`` is the time until it is yielded.
 3. **Rows.** A row holds the engine's metrics (``report.result_row``: ``pooled_acc``,
    ``acc``, ``bwt``, ``fwt``, ``forgetting``, ...; ``engine_metrics=False`` leaves them
-   out, for runs that evaluate only the current task), ``config`` and ``seconds``, plus
+   out, for runs that evaluate only the current task), ``config`` and ``seconds``; the
+   learner diagnostics named in ``diagnostics`` (``results.diagnostics``) after the last
+   task as metrics and after every task as ``diagnostics_after_task``; plus
    ``row_metrics(outcome, config, args)`` (more per-seed metrics, e.g. from
    ``results.diagnostics``) and ``row_fields(outcome, config, args)`` (more entries, e.g.
    curves; an entry it returns replaces the row's own, ``"config"`` included). Diverged
@@ -57,12 +59,11 @@ Every hook's ``args`` is the parsed ``argparse.Namespace``: the common flags (``
 ``no_checkpoint``), the experiment's own and the derived values.
 
 Where the scripts' particular needs go: SDM's fewer seeds for 10K-neuron rows, ``seeds``;
-its dead units after each task, ``row_metrics``/``row_fields`` from
-``results.diagnostics``; its ``--dataset``, ``flags`` + ``configure`` + a ``table`` with
-that dataset's paper numbers; CLASSP's evaluation on the training sets,
-``final_diagnostics``; its two tables, ``table``; DST's grid cells stacked in one program
-per task count, ``execute`` (and ``quick_methods``); plasticity's current-task-only
-evaluation, ``engine_metrics=False``; its timing of vmapped against sequential seeds,
+its dead units after each task, ``diagnostics``; its ``--dataset``, ``flags`` +
+``configure`` + a ``table`` with that dataset's paper numbers; CLASSP's evaluation on the
+training sets, ``final_diagnostics``; its two tables, ``table``; DST's grid cells stacked in
+one program per task count, ``execute`` (and ``quick_methods``); plasticity's current-task-
+only evaluation, ``engine_metrics=False``; its timing of vmapped against sequential seeds,
 ``extras`` with :func:`seed_timing`; Hard ASH's ``--grid``, ``method_sets``.
 """
 
@@ -125,6 +126,10 @@ class Experiment:
       seeds: ``(config, args) -> int``, a method's seed count; None: ``--seeds``.
       final_diagnostics: ``(run, config) -> execution.FinalDiagnostics`` of a method.
       engine_metrics: rows hold the engine's metrics (:func:`jaxcl.report.result_row`).
+      diagnostics: names of the learner's per-task scalar diagnostics the rows hold:
+        each one's per-seed value after the last task as a metric, and all of them after
+        every task as ``diagnostics_after_task`` (``{name: [S][T]}``). A name a method's
+        learner does not report is left out of its row.
       row_metrics: ``(outcome, config, args) -> {metric: [S] per-seed values}``.
       row_fields: ``(outcome, config, args) -> {key: JSON-ready value}``, more row entries.
       metrics: the table's columns, also printed as each row finishes.
@@ -160,6 +165,7 @@ class Experiment:
     seeds: Callable[[Any, Args], int] | None = None
     final_diagnostics: Callable[[engine.Run, Any], execution.FinalDiagnostics] | None = None
     engine_metrics: bool = True
+    diagnostics: Sequence[str] = ()
     row_metrics: Callable[[Any, Any, Args], Mapping[str, Any]] | None = None
     row_fields: Callable[[Any, Any, Args], Mapping[str, Any]] | None = None
     metrics: Sequence[str] = ("pooled_acc", "acc", "bwt", "forgetting")

@@ -91,6 +91,14 @@ class Scenario:
             return x
         return jnp.take(x, self.input_perm[task], axis=-1)
 
+    def test_inputs(self) -> jax.Array:
+        """``[sum(test_count), D]``: every task's test inputs, task by task, as the task sees
+        them (its input permutation applied). Host-side (concrete counts), not under ``jit``;
+        e.g. the probe set on which a model's dead units are counted."""
+        counts = np.asarray(self.test_count)
+        rows = [self.test_x[self.test_idx[t, :n]] for t, n in enumerate(counts)]
+        return jnp.concatenate([self.inputs(x, t) for t, x in enumerate(rows)])
+
     def logit_mask(self, task: jax.Array) -> jax.Array:
         """``[C]`` bool: the logits that compete on task ``task`` under this head."""
         if self.head == "task":

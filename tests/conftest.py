@@ -1,8 +1,10 @@
 """Suite-wide settings and the ``needs_data`` marker.
 
-Strict numerics: implicit rank promotion is a bug here. Tests never download: a test that
-needs a dataset is marked ``@pytest.mark.needs_data("mnist", ...)`` and is skipped, naming
-the datasets, when :func:`jaxcl.data.available` finds no prepared copy.
+Strict numerics: implicit rank promotion is a bug here. JAX's persistent compilation cache
+is on (:mod:`jaxcl.compile_cache`; ``JAXCL_CACHE_DIR=off`` turns it off). Tests never
+download: a test that needs a dataset is marked ``@pytest.mark.needs_data("mnist", ...)``
+and is skipped, naming the datasets, when :func:`jaxcl.data.available` finds no prepared
+copy.
 """
 
 import os
@@ -10,11 +12,12 @@ import os
 import jax
 import pytest
 
-from jaxcl import data
+from jaxcl import compile_cache, data
 
 os.environ.setdefault("JAXCL_NO_DOWNLOAD", "1")  # subprocesses inherit it
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+compile_cache.enable()  # a second run of the suite loads its programs ($JAXCL_CACHE_DIR)
 
 
 def pytest_configure(config):

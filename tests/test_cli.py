@@ -1,5 +1,6 @@
 """The shared command line: flags checked before any work, one-line errors, merged results."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -115,12 +116,13 @@ def test_disk_full_while_writing_results_is_one_line_with_status_1(tmp_path, mon
     assert "--debug or JAXCL_DEBUG=1 shows the traceback" in err
 
 
-def test_main_lets_interruptions_through():
-    def interrupted(argv):
+def test_main_lets_interruptions_through(tmp_path):
+    def interrupted(methods, args):
         raise SystemExit("Interrupted by SIGINT ... Run the same command again to resume.")
 
+    experiment = dataclasses.replace(stale_momentum.EXPERIMENT, execute=interrupted)
     with pytest.raises(SystemExit, match="Interrupted by SIGINT"):
-        cli.main(interrupted, [])
+        cli.main(experiment, ["--quick", "--methods", "sgd", "--out", str(tmp_path)])
 
 
 def rows_of(out):

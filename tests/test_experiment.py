@@ -297,3 +297,13 @@ def test_stacked_methods_are_the_rows_of_one_run(tmp_path):
     np.testing.assert_array_equal(stacked["one"].diagnostics["norm"], alone.diagnostics["norm"])
     np.testing.assert_array_equal(stacked["one"].accuracy, alone.accuracy)
     assert not np.allclose(stacked["zero"].diagnostics["norm"], alone.diagnostics["norm"])
+
+
+def test_diagnostics_become_metrics_and_per_task_fields(tmp_path):
+    toy = dataclasses.replace(ENGINE_TOY, diagnostics=("norm", "absent"), row_metrics=None)
+    argv = ["--seeds", "2", "--methods", "sgd", "--no-checkpoint", "--out", str(tmp_path)]
+    (row,) = cli.run_experiment(toy, argv)
+    after = row["diagnostics_after_task"]
+    assert list(after) == ["norm"] and np.shape(after["norm"]) == (2, 2)  # [S][T]
+    assert row["metrics"]["norm"]["per_seed"] == pytest.approx([s[-1] for s in after["norm"]])
+    assert after["norm"][0][0] != after["norm"][0][1]  # trained between the two tasks

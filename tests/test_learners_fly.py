@@ -92,3 +92,12 @@ def test_bad_input_refused(kwargs, message):
 def test_non_integer_counts_refused():
     with pytest.raises(TypeError, match=r"n_response must be a positive integer, got 2\.5"):
         fly_model(input_dim=20, num_classes=4, n_response=2.5)
+
+
+def test_dead_cells_on_the_probe():
+    probe = np.random.default_rng(0).random((30, 20)).astype(np.float32)
+    learner = fly_model(input_dim=20, num_classes=4, num_cells=200, n_response=5, probe=probe)
+    state = learner.init(jax.random.PRNGKey(0))
+    fired = np.asarray(kenyon_cells(jnp.asarray(probe), state.projection) > 0).any(0)
+    assert float(learner.diagnostics(state)["dead"]) == pytest.approx(1 - fired.mean(), abs=1e-6)
+    assert fly_model(input_dim=20, num_classes=4, n_response=5).diagnostics is None

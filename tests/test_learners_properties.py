@@ -14,13 +14,14 @@ import optax
 import pytest
 
 from jaxcl import regularizers, types
-from jaxcl.learners import dst, fly_model, supervised
-from jaxcl.models.sdm import SDMLP, sdm_projection
+from jaxcl.learners import dst, fly_model, sdmlp, supervised
+from jaxcl.models.sdm import SDMLP
 from jaxcl.optim import masked_adam
 
 D, C, B = 12, 4, 6  # inputs, classes, batch size
 STEPS = 4  # updates per task: DST's topology update (every 2nd step) runs twice
 TASK_CLASSES = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+_PROBE = jnp.asarray(np.random.default_rng(5).normal(size=(10, D)), jnp.float32)  # dead units
 
 
 class _MLP(nn.Module):
@@ -52,11 +53,11 @@ _LEARNERS = {
         for name in _REGULARIZER_HPARAMS
     },
     # Mutable counters and the epoch/valid keywords of the module.
-    "supervised_sdmlp": lambda: supervised(
+    "sdmlp": lambda: sdmlp(
         SDMLP(width=16, num_classes=C, k=2, gaba_switch_count=8.0),
         optax.sgd(0.1),
         input_dim=D,
-        projection=sdm_projection,
+        probe=_PROBE,
     ),
     "dst": lambda: dst(
         _MLP(bias=False),
@@ -67,7 +68,7 @@ _LEARNERS = {
         growth=("gradient", "momentum"),
         update_frequency=2,
     ),
-    "fly": lambda: fly_model(input_dim=D, num_classes=C, num_cells=64, n_response=4),
+    "fly": lambda: fly_model(input_dim=D, num_classes=C, num_cells=64, n_response=4, probe=_PROBE),
 }
 _NAMES = sorted(_LEARNERS)
 

@@ -60,6 +60,16 @@ def test_permuted_applies_the_task_permutation_without_copying_data():
     np.testing.assert_array_equal(again.input_perm, sc.input_perm)
 
 
+def test_test_inputs_are_every_task_s_test_rows_as_the_task_sees_them():
+    ds = fake_dataset()
+    split = scenarios.split(ds, classes_per_task=2, max_test_per_task=3)
+    rows = [np.flatnonzero(np.isin(ds.test_y, c))[:3] for c in ((0, 1), (2, 3))]
+    np.testing.assert_array_equal(split.test_inputs(), ds.test_x[np.concatenate(rows)])
+    perm = scenarios.permuted(ds, num_tasks=2, seed=1, identity_first=True)
+    want = [ds.test_x[:, np.asarray(p)] for p in perm.input_perm]
+    np.testing.assert_array_equal(perm.test_inputs(), np.concatenate(want))
+
+
 def test_max_test_per_task_subsamples_test_sets():
     sc = scenarios.permuted(fake_dataset(), num_tasks=2, max_test_per_task=7)
     np.testing.assert_array_equal(sc.test_count, [7, 7])

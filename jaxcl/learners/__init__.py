@@ -10,6 +10,8 @@ one ``jit(vmap(scan))``.
 * :func:`dst`: dynamic sparse training with one frozen sparse subnetwork per task
   (Yildirim et al., CPAL 2024), built on the masks and topology updates of
   :mod:`jaxcl.sparse`.
+* :func:`sdmlp`: :func:`supervised` for an SDMLP (Bricken et al., ICLR 2023) with SDM's
+  weight constraints and its dead-neuron and GABA-switch diagnostics.
 * :func:`fly_model`: the FlyModel's one-pass associative rule on Kenyon-cell codes (Shen,
   Dasgupta & Navlakha 2021; the code in :mod:`jaxcl.models.fly`), a learner without
   gradients.
@@ -23,6 +25,7 @@ from jaxcl.learners._dst import growth_schedule as growth_schedule
 from jaxcl.learners._dst import sparsity_config as sparsity_config
 from jaxcl.learners._fly import FlyState as FlyState
 from jaxcl.learners._fly import fly_model as fly_model
+from jaxcl.learners._sdmlp import sdmlp as sdmlp
 from jaxcl.learners._supervised import SupervisedState as SupervisedState
 from jaxcl.learners._supervised import supervised as supervised
 
@@ -35,6 +38,7 @@ __all__ = [
     "dst",
     "fly_model",
     "growth_schedule",
+    "sdmlp",
     "sparsity_config",
     "supervised",
 ]

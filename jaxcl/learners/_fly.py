@@ -13,6 +13,7 @@ Deviation: R comes from the run's PRNG key (one per seed, vmapped), not from Pyt
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 from jaxcl._checks import fail, positive_int
 from jaxcl.losses import mask_logits
 from jaxcl.models.fly import kenyon_cells, random_projection
+from jaxcl.models.sdm import unit_activity
 from jaxcl.types import Batch, Learner
 
 Array = jax.Array
@@ -49,6 +51,7 @@ def fly_model(
     learning_rate: float = 0.005,
     quantile: float = 0.99,
     threshold: float = 0.0,
+    probe: Array | None = None,
 ) -> Learner:
     """The FlyModel as a :class:`jaxcl.types.Learner` (run it with one epoch per task).
 
@@ -64,6 +67,9 @@ def fly_model(
       learning_rate: > 0 (paper: 0.005 on Split-MNIST).
       quantile: cells at or above this quantile are kept, in (0, 1).
       threshold: cells at or below it are silenced first.
+      probe: ``[N, D]`` inputs; if given, the diagnostic ``dead`` after each task is the
+        fraction of Kenyon cells that fire on none of them (as the SDM paper's App. D
+        counts dead neurons, e.g. on :meth:`jaxcl.scenarios.Scenario.test_inputs`).
 
     Raises:
       ValueError: a hyperparameter out of range.
@@ -104,4 +110,11 @@ def fly_model(
         del task
         return mask_logits(encode(state, x) @ state.weights.T, state.seen)
 
-    return Learner(init=init, update=update, predict=predict)
+    if probe is None:
+        return Learner(init=init, update=update, predict=predict)
+
+    def diagnostics(state: FlyState) -> dict[str, Array]:
+        hidden = functools.partial(encode, state)
+        return {"dead": jnp.mean(unit_activity(hidden, probe) == 0)}
+
+    return Learner(init=init, update=update, predict=predict, diagnostics=diagnostics)
