@@ -71,9 +71,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcl import cli, data, engine, execution, learners, losses, regularizers, report, scenarios
+from jaxcl import cli, data, engine, execution, learners, regularizers, report, scenarios
 from jaxcl import optim as jo
-from jaxcl.experiment import Experiment, difference, quick_note, standard_run_config
+from jaxcl.evaluation import training_accuracy
+from jaxcl.experiment import Experiment, comparisons, quick_note, standard_run_config
 from jaxcl.models.classp_cnn import PyTorchMnistCNN
 from jaxcl.optim import get_optimizer
 
@@ -199,42 +200,19 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
     )
 
 
-def authors_evaluation(run: engine.Run, *, batch_size: int = 1000) -> execution.FinalDiagnostics:
+def authors_evaluation(run: engine.Run) -> execution.FinalDiagnostics:
     """Accuracy on each task's *training* examples with dropout on, as the authors measured.
 
     Trained engine states (leading seed axis) → ``{"authors_train_acc": [S, T]}``. The
     dropout masks come from each seed's own key, so they differ between seeds.
     """
-    scenario = run.scenario
-    model = PyTorchMnistCNN(num_classes=scenario.num_classes)
-    num_batches = math.ceil(scenario.train_idx.shape[1] / batch_size)
+    model = PyTorchMnistCNN(num_classes=run.scenario.num_classes)
 
-    def per_seed(lstate: learners.SupervisedState, key: jax.Array, sc: scenarios.Scenario):
+    def train_mode(lstate: learners.SupervisedState, x: jax.Array, key: jax.Array):
         variables = {"params": lstate.params, **lstate.model_state}
+        return model.apply(variables, x, train=True, rngs={"dropout": key})
 
-        def task_accuracy(t):
-            def body(total, b):
-                pos = b * batch_size + jnp.arange(batch_size)
-                rows = sc.train_idx[t].at[pos].get(mode="fill", fill_value=0)
-                rngs = {"dropout": jax.random.fold_in(key, t * num_batches + b)}
-                logits = model.apply(variables, sc.train_x[rows], train=True, rngs=rngs)
-                logits = losses.mask_logits(logits, sc.logit_mask(t))
-                hit = (jnp.argmax(logits, -1) == sc.train_y[rows]) & (pos < sc.train_count[t])
-                return total + jnp.sum(hit, dtype=jnp.int32), None
-
-            total = jax.lax.scan(body, jnp.int32(0), jnp.arange(num_batches))[0]
-            return total / sc.train_count[t]
-
-        return jnp.stack([task_accuracy(t) for t in range(sc.num_tasks)])
-
-    # The scenario is an argument, not a closed-over constant (no giant literals).
-    evaluate = jax.jit(jax.vmap(per_seed, in_axes=(0, 0, None)))
-
-    def final(state: engine.EngineState) -> dict[str, jax.Array]:
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, _AUTHORS_EVAL_STREAM))(state.key)
-        return {"authors_train_acc": evaluate(state.learner, keys, scenario)}
-
-    return final
+    return training_accuracy(run, train_mode, stream=_AUTHORS_EVAL_STREAM, name="authors_train_acc")
 
 
 def method_metrics(results: engine.Results) -> dict[str, np.ndarray]:
@@ -270,16 +248,12 @@ def tables(rows: list[dict], args: argparse.Namespace) -> str:
 
 def findings(rows: list[dict], args: argparse.Namespace) -> str:
     """The paper's claim, CLASSP's average above every baseline's (Welch 95% CIs)."""
-    lines = []
-    for method in ("classp_code", "classp_paper"):
-        diffs = {base: difference(rows, method, base, "average") for base in BASELINES}
-        cells = [f"{b} {d.points()} ({d.verdict})" for b, d in diffs.items() if d is not None]
-        lines += [f"- {method}: " + "; ".join(cells) + "\n"] if cells else []
-    claim = (
-        "\nThe paper's claim, a higher average accuracy (test sets) than each baseline: "
-        "difference in points, Welch 95% CI, significant or n.s.:\n\n" + "".join(lines)
+    pairs = [(method, base) for method in ("classp_code", "classp_paper") for base in BASELINES]
+    title = (
+        "The paper's claim, a higher average accuracy (test sets) than each baseline: "
+        "difference in points, Welch 95% CI, significant (higher/lower) or n.s."
     )
-    return (claim if lines else "") + (
+    return comparisons(rows, pairs, "average", title=title) + (
         "\nPaper numbers: none could be read (no access to the PDF's tables); the paper "
         "claims CLASSP has a higher average accuracy than AdaGrad, SGD, Adam and EWC.\n\n"
         "Sentiment protocol (Financial PhraseBank → IMDB, Transformer encoder): **not run** — "
@@ -290,26 +264,16 @@ def findings(rows: list[dict], args: argparse.Namespace) -> str:
 
 def plot_bars(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     """Retention, FMNIST and average per method: test sets, and the authors' way."""
-    fig, axes = report.figure(1, 2, figsize=(12, 4.5), sharey=True)
-    panels = [
-        ("test sets (dropout off)", ("mnist_retention", "fmnist", "average")),
-        ("authors' way: training sets, dropout on", AUTHORS_METRICS),
-    ]
-    labels = ("MNIST retention", "Fashion-MNIST", "average")
-    x = np.arange(len(rows))
-    for ax, (title, names) in zip(axes, panels, strict=True):
-        for i, (name, label) in enumerate(zip(names, labels, strict=True)):
-            stats = [r["metrics"][name] for r in rows]
-            mean = [np.nan if s["mean"] is None else 100 * s["mean"] for s in stats]
-            err = [0.0 if s["ci95"] is None else 100 * s["ci95"] for s in stats]
-            ax.bar(x + (i - 1) * 0.27, mean, 0.27, yerr=err, label=label, capsize=2)
-        ax.set_xticks(x, [r["method"] for r in rows], rotation=35, ha="right")
-        ax.set(title=title, ylim=(0, 100))
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("accuracy after MNIST ×4 → FMNIST ×1 (%, mean ± 95% CI)")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.2))
-    report.save_figure(fig, out / "accuracy_by_method.png")
+    report.plot_metric_bars(
+        rows,
+        out / "accuracy_by_method.png",
+        panels={
+            "test sets (dropout off)": ("mnist_retention", "fmnist", "average"),
+            "authors' way: training sets, dropout on": AUTHORS_METRICS,
+        },
+        labels=("MNIST retention", "Fashion-MNIST", "average"),
+        ylabel="accuracy after MNIST ×4 → FMNIST ×1 (%, mean ± 95% CI)",
+    )
 
 
 def flags(parser: argparse.ArgumentParser) -> None:

@@ -62,7 +62,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import hard_ash, plasticity
-from jaxcl import cli, engine, report, scenarios
+from jaxcl import cli, engine, metrics, report, scenarios
 from jaxcl.experiment import Experiment, difference, quick_note
 from jaxcl.io import json_ready
 
@@ -121,7 +121,7 @@ def plasticity_window(num_tasks: int) -> int:
 def row_metrics(results: engine.Results, config: Config, args: argparse.Namespace) -> dict:
     """``first``, ``last`` and ``plasticity_loss`` of the new-task accuracy curves."""
     curves = plasticity.new_task_accuracy(results)
-    return plasticity.plasticity_metrics(curves, plasticity_window(config.num_tasks))
+    return metrics.plasticity_loss(curves, window=plasticity_window(config.num_tasks))
 
 
 def row_fields(results: engine.Results, config: Config, args: argparse.Namespace) -> dict:

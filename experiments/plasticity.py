@@ -47,11 +47,16 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
-from jaxcl import _checks, cli, data, engine, learners, metrics, report, scenarios, types
-from jaxcl.experiment import Experiment, difference, quick_note, seed_timing, standard_run_config
+from jaxcl import _checks, cli, data, engine, learners, metrics, report, scenarios
+from jaxcl.experiment import (
+    Experiment,
+    difference,
+    quick_note,
+    seed_timing_extras,
+    standard_run_config,
+)
 from jaxcl.models.mlp import MLP
 from jaxcl.optim import get_optimizer
 
@@ -110,32 +115,6 @@ def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.
     return scenarios.from_class_groups(mnist, CLASS_PAIRS[: config.num_tasks], **sizes)
 
 
-def pair_head(learner: types.Learner, scenario: scenarios.Scenario) -> types.Learner:
-    """A learner whose network has 2 outputs for two-class tasks: the paper's 2-hot head.
-
-    Training relabels each example with its class's rank within the task's pair; for
-    evaluation the two logits are placed on the pair's classes (the others can never win),
-    so the engine scores predictions against the original digit labels.
-    """
-    class_mask = np.asarray(scenario.class_mask)
-    if not np.all(class_mask.sum(1) == 2):
-        _checks.fail("pair_head's tasks", "of two classes each", class_mask.sum(1))
-    # [T, 2] int32: small, fine as a constant of the compiled program.
-    pairs = jnp.asarray(np.stack([np.flatnonzero(m) for m in class_mask]), jnp.int32)
-
-    def update(state, batch: types.Batch, key):
-        y = (batch.y == pairs[batch.task, 1]).astype(jnp.int32)
-        return learner.update(state, batch._replace(y=y, logit_mask=jnp.ones(2, bool)), key)
-
-    def predict(state, x, task):
-        logits = learner.predict(state, x, task)
-        lowest = jnp.finfo(logits.dtype).min
-        full = jnp.full((x.shape[0], scenario.num_classes), lowest, logits.dtype)
-        return full.at[:, pairs[task]].set(logits)
-
-    return learner._replace(update=update, predict=predict)
-
-
 def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
     """The compiled run of one configuration (all seeds vmapped when called)."""
     scenario = build_scenario(config, data_dir=data_dir)
@@ -156,7 +135,7 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
     optimizer = get_optimizer(config.optimizer, learning_rate=config.learning_rate, **hparams)
     learner = learners.supervised(model, optimizer, input_dim=scenario.input_dim)
     if two_outputs:
-        learner = pair_head(learner, scenario)
+        learner = learners.within_task_head(learner, scenario)
     return engine.make_run(
         scenario,
         learner,
@@ -169,15 +148,7 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
 
 def new_task_accuracy(results: engine.Results) -> np.ndarray:
     """``[S, T]`` accuracy on each task right after training it (NaN for diverged seeds)."""
-    diag = np.diagonal(results.accuracy, axis1=1, axis2=2)
-    return np.where(np.asarray(results.diverged)[:, None], np.nan, diag)
-
-
-def plasticity_metrics(curves: np.ndarray, window: int) -> dict[str, np.ndarray]:
-    """Per seed: mean of the first and of the last ``window`` tasks, and first − last."""
-    first = curves[:, :window].mean(-1)
-    last = curves[:, -window:].mean(-1)
-    return {"first": first, "last": last, "plasticity_loss": first - last}
+    return metrics.new_task_accuracy(results.accuracy, diverged=results.diverged)
 
 
 def compare_to_sgd(rows: list[dict]) -> list[tuple[str, str, float, dict]]:
@@ -260,47 +231,31 @@ def findings(rows: list[dict], args: argparse.Namespace) -> str:
 def plot_curves(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     """One PNG per stream and learning rate: new-task accuracy vs task, mean ± 95% CI."""
     for stream, lr in itertools.product(STREAMS, LEARNING_RATES):
-        chosen = [r for r in rows if r["stream"] == stream and r["learning_rate"] == lr]
-        if not chosen:
-            continue
-        fig, ax = report.figure(figsize=(7, 4))
-        for i, row in enumerate(chosen):
-            curves = np.asarray(row["new_task_acc"], dtype=float)
-            finite = np.isfinite(curves).all(-1)
-            mean, half = metrics.mean_ci95(100 * curves[finite])
-            tasks = np.arange(1, curves.shape[1] + 1)
-            ax.plot(tasks, mean, color=f"C{i}", label=row["optimizer"])
-            ax.fill_between(tasks, mean - half, mean + half, color=f"C{i}", alpha=0.25)
-        ax.set(
-            xlabel="task",
-            ylabel="accuracy on the task just trained (%)",
-            title=f"{stream}, lr {lr:g}: plasticity (mean ± 95% CI, {curves.shape[0]} seeds)",
-        )
-        ax.grid(alpha=0.3)
-        ax.legend()
-        report.save_figure(fig, out / f"plasticity_{stream}_lr{lr:g}.png")
+        if chosen := [r for r in rows if r["stream"] == stream and r["learning_rate"] == lr]:
+            report.plot_accuracy_curves(
+                chosen,
+                out / f"plasticity_{stream}_lr{lr:g}.png",
+                title=f"{stream}, lr {lr:g}: plasticity (mean ± 95% CI, {args.seeds} seeds)",
+                key="new_task_acc",
+                label="optimizer",
+                spread="ci95",
+                xlabel="task",
+                ylabel="accuracy on the task just trained",
+                ylim=None,
+            )
 
 
-def timing_extra(previous: dict, args: argparse.Namespace) -> tuple[dict, str]:
-    """``--timing``'s measurement (else the previous one, if any) and its sentence."""
-    t = previous.get("timing")
-    if args.timing:
-        tasks = 4 if args.quick else args.timing_tasks
-        config = Config("permuted", "sgd", 0.01, num_tasks=tasks, **args.shared)
-        run = build_run(config, data_dir=args.data_dir, chunk_size=config.num_tasks)
-        timing = seed_timing(run, args.seeds, new_task_accuracy)
-        t = {"config": dataclasses.asdict(config), "seeds": args.seeds, **timing}
-    if t is None:
-        return {"timing": None}, ""
-    c = t["config"]
-    return {"timing": t}, (
-        f"\nWall time of {method_name(c['stream'], c['optimizer'], c['learning_rate'])} with "
-        f"{c['num_tasks']} tasks and {t['seeds']} seeds: one vmapped program "
-        f"{t['vmapped_run_s']} s (+ {t['vmapped_compile_s']} s compile) vs seed by seed "
-        f"{t['seed_by_seed_run_s']} s (+ {t['seed_by_seed_compile_s']} s compile): "
-        f"{t['speedup']}× faster; largest per-seed curve difference "
-        f"{t['max_abs_curve_difference']:.2g}.\n"
-    )
+def timed_run(args: argparse.Namespace) -> tuple[Config, engine.Run]:
+    """``--timing``'s run: permuted/sgd@0.01 with ``--timing-tasks`` tasks in one chunk."""
+    tasks = 4 if args.quick else args.timing_tasks
+    config = Config("permuted", "sgd", 0.01, num_tasks=tasks, **args.shared)
+    return config, build_run(config, data_dir=args.data_dir, chunk_size=config.num_tasks)
+
+
+def timed_name(c: dict) -> str:
+    """The timed configuration (as saved in results.json) in the timing's sentence."""
+    name = method_name(c["stream"], c["optimizer"], c["learning_rate"])
+    return f"{name} with {c['num_tasks']} tasks"
 
 
 def flags(parser: argparse.ArgumentParser) -> None:
@@ -367,14 +322,14 @@ EXPERIMENT = Experiment(
         **args.shared,
     },
     engine_metrics=False,
-    row_metrics=lambda results, config, args: plasticity_metrics(
-        new_task_accuracy(results), args.window
+    row_metrics=lambda results, config, args: metrics.plasticity_loss(
+        new_task_accuracy(results), window=args.window
     ),
     row_fields=row_fields,
     metrics=METRICS,
     header=header,
     findings=findings,
-    extras=timing_extra,
+    extras=seed_timing_extras(timed_run, curves=new_task_accuracy, describe=timed_name),
     curves=False,
     plots=plot_curves,
     default_seeds=10,

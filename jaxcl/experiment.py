@@ -20,7 +20,8 @@ the same, see the README's "Your own benchmark"):
    ``chunk_size=cli.chunk_size(args, num_tasks)``, the checkpoint interval). The library
    runs every seed of the method, resumably, and makes the row. Per-method seed counts:
    ``seeds(config, args)``; a measurement of the trained learners (an evaluation the
-   engine does not do): ``final_diagnostics(run, config)``. Methods that share one
+   engine does not do, e.g. :func:`jaxcl.evaluation.training_accuracy`):
+   ``final_diagnostics(run, config)``. Methods that share one
    compiled program (rows stacked on the seed axis, run by :func:`jaxcl.cli.run_stacked`,
    checkpointed under ``args.out`` unless ``args.no_checkpoint``) or are not engine runs
    at all (a toy computed in NumPy) give ``execute`` instead of ``build``; a row's
@@ -46,8 +47,9 @@ the same, see the README's "Your own benchmark"):
    standard table (several tables, numbers that depend on a flag). ``findings(rows,
    args)`` is the text below: the paper's claims checked on the rows, e.g. with
    :func:`comparisons` (Welch 95% intervals of "A beats B") or :func:`checklist`.
-   ``extras(previous, args)`` adds top-level results.json entries that are not rows (a
-   timing) and their text.
+   ``extras(previous, args)`` adds top-level results.json entries that are not rows and
+   their text (:func:`seed_timing_extras`: a ``--timing`` of vmapped against sequential
+   seeds).
 6. **Plots.** ``accuracy_after_each_task.png`` (every row's accuracy on all test images
    after each task, with ``forgetting_floor``) unless ``curves=False``; ``plots(rows, args,
    out_dir)`` draws the experiment's own.
@@ -64,7 +66,7 @@ its dead units after each task, ``diagnostics``; its ``--dataset``, ``flags`` +
 training sets, ``final_diagnostics``; its two tables, ``table``; DST's grid cells stacked in
 one program per task count, ``execute`` (and ``quick_methods``); plasticity's current-task-
 only evaluation, ``engine_metrics=False``; its timing of vmapped against sequential seeds,
-``extras`` with :func:`seed_timing`; Hard ASH's ``--grid``, ``method_sets``.
+``extras`` from :func:`seed_timing_extras`; Hard ASH's ``--grid``, ``method_sets``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ __all__ = [
     "difference",
     "quick_note",
     "seed_timing",
+    "seed_timing_extras",
     "standard_run_config",
 ]
 
@@ -293,3 +296,42 @@ def seed_timing(
     difference = np.abs(measured["vmapped"] - measured["seed_by_seed"]).max()
     timing["max_abs_curve_difference"] = float(difference)
     return timing
+
+
+def seed_timing_extras(
+    timed: Callable[[Args], tuple[Any, engine.Run]],
+    *,
+    curves: Callable[[engine.Results], np.ndarray],
+    describe: Callable[[Mapping[str, Any]], str],
+) -> Extras:
+    """An :class:`Experiment`'s ``extras`` for a ``--timing`` flag: :func:`seed_timing`.
+
+    Under ``args.timing`` (the experiment's ``flags`` add ``--timing``), ``timed(args)``
+    gives a configuration (a dataclass or a mapping) and its compiled run, whose seeds
+    ``0..--seeds−1`` are timed in one vmapped program against one at a time, comparing
+    ``curves(results)``; results.json's ``"timing"`` is ``{"config": ..., "seeds": S,
+    **seed_timing(...)}``. Without ``--timing`` the measurement of the previous
+    results.json (same run configuration) is kept, or ``"timing"`` is null. The text is
+    one sentence on it, ``"Wall time of <describe(config)> and <S> seeds: ..."`` with
+    ``describe`` reading the saved configuration (e.g. ``"permuted/sgd@0.01 with 100
+    tasks"``).
+    """
+
+    def extras(previous: Mapping[str, Any], args: Args) -> tuple[dict[str, Any], str]:
+        t = previous.get("timing")
+        if args.timing:
+            config, run = timed(args)
+            saved = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+            t = {"config": dict(saved), "seeds": args.seeds}
+            t.update(seed_timing(run, args.seeds, curves))
+        if t is None:
+            return {"timing": None}, ""
+        return {"timing": t}, (
+            f"\nWall time of {describe(t['config'])} and {t['seeds']} seeds: one vmapped "
+            f"program {t['vmapped_run_s']} s (+ {t['vmapped_compile_s']} s compile) vs seed "
+            f"by seed {t['seed_by_seed_run_s']} s (+ {t['seed_by_seed_compile_s']} s "
+            f"compile): {t['speedup']}× faster; largest per-seed curve difference "
+            f"{t['max_abs_curve_difference']:.2g}.\n"
+        )
+
+    return extras

@@ -3,8 +3,9 @@
 Conventions: ``R[..., i, j]`` is the accuracy on task j after training through task i
 (0-indexed, ``T`` tasks, accuracies as fractions). Leading axes (e.g. seeds) broadcast, so
 every metric maps ``R[S, T, T] -> [S]`` and works under ``jax.vmap``/``jax.jit``. The
-matrix functions are pure ``jax.numpy``; ``mean_ci95``, ``summarize`` and
-``summary_table`` are host-side NumPy helpers for reporting.
+matrix functions are pure ``jax.numpy``; ``new_task_accuracy``, ``plasticity_loss``,
+``mean_ci95``, ``summarize`` and ``summary_table`` are host-side NumPy helpers for
+reporting (float64 kept).
 
 Single task (T = 1): every metric defined as a mean over an empty set of earlier tasks
 (BWT, FWT, all forgetting variants) is defined as **0.0** here. There is nothing to forget
@@ -48,6 +49,8 @@ __all__ = [
     "forward_transfer",
     "learning_accuracy",
     "mean_ci95",
+    "new_task_accuracy",
+    "plasticity_loss",
     "pooled_accuracy",
     "summarize",
     "summary_table",
@@ -60,9 +63,13 @@ ArrayLike = jax.typing.ArrayLike
 
 def _check_square(R: ArrayLike, name: str = "R") -> Array:
     R = jnp.asarray(R)
+    _assert_square(name, R)
+    return R
+
+
+def _assert_square(name: str, R: Array | np.ndarray) -> None:
     T = max((1, *R.shape[-1:]))  # T = 0 and scalars fail as T = 1
     _checks.shape(name, R, (..., T, T), "[..., T, T] with T >= 1")
-    return R
 
 
 def _tril(R: Array, offset: int = 0) -> Array:
@@ -269,6 +276,63 @@ def pooled_accuracy(correct: ArrayLike, count: ArrayLike, *, seen_only: bool = F
         correct = jnp.where(seen, correct, jnp.zeros_like(correct))
         count = jnp.where(seen, count, jnp.zeros_like(count))
     return jnp.sum(correct, axis=-1) / jnp.sum(count, axis=-1)
+
+
+# ------------------------------------------------------------- plasticity along a stream
+
+
+def new_task_accuracy(R: ArrayLike, *, diverged: ArrayLike | None = None) -> np.ndarray:
+    """Accuracy on each task right after training it, ``R[..., t, t]`` (host-side NumPy).
+
+    The plasticity of Koster & Kukla ("Neural Network Plasticity and Loss Sharpness",
+    arXiv 2409.17300): how well the network still learns the task it has just been
+    trained on. Only the diagonal is read, so a run that evaluates the current task only
+    (``engine.make_run(..., eval_tasks="current")``) suffices.
+
+    Args:
+      R: ``[..., T, T]`` accuracy matrix, e.g. ``[S, T, T]``.
+      diverged: ``[...]`` bool, e.g. ``Results.diverged``: those seeds' curves are NaN.
+
+    Returns:
+      ``[..., T]`` float64 (R's float64 values unchanged).
+    """
+    R = np.asarray(R, dtype=np.float64)
+    _assert_square("R", R)
+    curves = np.diagonal(R, axis1=-2, axis2=-1)
+    if diverged is None:
+        return curves.copy()
+    return np.where(np.asarray(diverged, dtype=bool)[..., None], np.nan, curves)
+
+
+def plasticity_loss(curves: ArrayLike, *, window: int) -> dict[str, np.ndarray]:
+    """The start and end of new-task accuracy curves, and how much was lost in between.
+
+    ``first`` and ``last`` are the means of the first and of the last ``window`` tasks'
+    accuracies right after training them (:func:`new_task_accuracy`), ``plasticity_loss =
+    first − last``: positive when the network learns new tasks worse late in the stream
+    than early (a loss of plasticity, Koster & Kukla, arXiv 2409.17300). NaN curves (e.g.
+    diverged seeds) give NaN.
+
+    Args:
+      curves: ``[..., T]`` accuracy on each task right after training it.
+      window: tasks averaged at each end, in ``[1, T]``.
+
+    Returns:
+      ``{"first", "last", "plasticity_loss"}``, each ``[...]`` float64.
+
+    Example:
+      >>> out = plasticity_loss([[0.9, 0.8, 0.7, 0.6]], window=2)
+      >>> [round(float(out[k][0]), 2) for k in ("first", "last", "plasticity_loss")]
+      [0.85, 0.65, 0.2]
+    """
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.ndim == 0:
+        _checks.fail("curves.shape", "[..., T] (rank >= 1)", curves.shape)
+    if not 1 <= _checks.positive_int("window", window) <= curves.shape[-1]:
+        _checks.fail("window", f"in [1, T] with T = {curves.shape[-1]}", window)
+    first = curves[..., :window].mean(-1)
+    last = curves[..., -window:].mean(-1)
+    return {"first": first, "last": last, "plasticity_loss": first - last}
 
 
 # ----------------------------------------------------------------------------- over seeds

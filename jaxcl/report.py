@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcl import __version__, metrics
+from jaxcl import __version__, _checks, metrics
 from jaxcl.io import atomic_write_bytes, atomic_write_text, finite_or_none, read_json, write_json
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "merge_rows",
     "per_seed",
     "plot_accuracy_curves",
+    "plot_metric_bars",
     "read_results",
     "result_row",
     "save_figure",
@@ -196,30 +197,89 @@ def plot_accuracy_curves(
     *,
     title: str,
     floor: float | None = None,
+    key: str = "pooled_acc_after_task",
+    label: str = "method",
+    spread: str = "seeds",
+    xlabel: str = "tasks trained",
+    ylabel: str = "accuracy on all test images",
+    ylim: tuple[float, float] | None = (0, 1),
 ) -> Path:
-    """Accuracy on all test images after each task: a PNG with a line per row.
+    """Per-seed accuracy curves over the tasks: a PNG with a line per row.
 
-    Each row's seed mean is a line with dots, its seeds are faint lines of the same colour
-    (from ``"pooled_acc_after_task"``; rows without it are left out); rows after the
-    tenth are dashed. ``floor`` (e.g. the accuracy of a model that knows only the last
-    task) is drawn dotted.
+    Each row's ``key`` entry (``[S, T]`` per seed, null for NaN; rows without it are left
+    out; default: the accuracy on all test images after each task) is drawn as its seed
+    mean with dots, named by the row's ``label`` entry, with its spread over the seeds in
+    the same colour: ``spread="seeds"`` a faint line per seed, ``"ci95"`` a band of the
+    95% confidence interval of the mean (Student's t, :func:`jaxcl.metrics.mean_ci95`;
+    NaN seeds left out). Rows after the tenth are dashed. ``floor`` (e.g. the accuracy of
+    a model that knows only the last task) is drawn dotted; ``ylim`` None scales the y
+    axis to the curves.
     """
+    _checks.one_of("spread", spread, ("ci95", "seeds"))
     fig, ax = figure(figsize=(7, 4.5))
     from matplotlib.ticker import MaxNLocator  # after figure() chose the Agg backend
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    curves = [r for r in rows if "pooled_acc_after_task" in r]
+    curves = [r for r in rows if key in r]
     for i, row in enumerate(curves):
-        per_seed = np.asarray(row["pooled_acc_after_task"], dtype=np.float64)  # null -> NaN
+        per_seed = np.asarray(row[key], dtype=np.float64)  # null -> NaN
         tasks = np.arange(1, per_seed.shape[1] + 1)
         style = {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--"}
-        ax.plot(tasks, per_seed.T, alpha=0.25, lw=0.8, **style)
-        mean, _ = metrics.mean_ci95(per_seed, ignore_nan=True)
-        ax.plot(tasks, mean, marker=".", label=row["method"], **style)
+        mean, half = metrics.mean_ci95(per_seed, ignore_nan=True)
+        if spread == "seeds":
+            ax.plot(tasks, per_seed.T, alpha=0.25, lw=0.8, **style)
+        else:
+            ax.fill_between(tasks, mean - half, mean + half, color=style["color"], alpha=0.25)
+        ax.plot(tasks, mean, marker=".", label=row[label], **style)
     if floor is not None:
         ax.axhline(floor, color="gray", ls=":", label="forgetting floor")
-    ax.set(xlabel="tasks trained", ylabel="accuracy on all test images", title=title, ylim=(0, 1))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=ylim)
     ax.legend(fontsize=7, ncol=2 if len(curves) > 10 else 1)
+    return save_figure(fig, path)
+
+
+def plot_metric_bars(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    panels: Mapping[str, Sequence[str]],
+    labels: Sequence[str] | None = None,
+    ylabel: str,
+    percent: bool = True,
+) -> Path:
+    """Grouped bars of metrics per method, mean ± 95% CI: a PNG with a panel per entry.
+
+    ``panels`` maps each panel's title to the metrics it shows, the same number in every
+    panel: a group of bars per row (method) and a bar per metric with its 95% CI as the
+    error bar (from the rows' ``"mean"`` and ``"ci95"``; a missing mean leaves no bar, a
+    missing CI no error bar). The i-th metric of every panel has one colour and the
+    legend entry ``labels[i]`` (default: the first panel's metric names), so panels can
+    show one quantity measured two ways side by side. ``percent`` shows fractions as
+    percentages on a 0–100 axis (else 0–1).
+    """
+    names = list(panels.values())
+    n = len(names[0]) if names else 0
+    if not n or any(len(metric_names) != n for metric_names in names):
+        _checks.fail("panels", "non-empty lists of metrics, one length in every panel", panels)
+    labels = list(names[0] if labels is None else labels)
+    if len(labels) != n:
+        _checks.fail("labels", f"{n} names (one per metric of a panel)", labels)
+    scale, width = (100.0 if percent else 1.0), 0.81 / n
+    fig, axes = figure(1, len(names), figsize=(6 * len(names), 4.5), sharey=True, squeeze=False)
+    x = np.arange(len(rows))
+    for ax, (title, metric_names) in zip(axes[0], panels.items(), strict=True):
+        for i, (name, legend) in enumerate(zip(metric_names, labels, strict=True)):
+            stats = [row["metrics"].get(name) or {} for row in rows]
+            mean = [np.nan if s.get("mean") is None else scale * s["mean"] for s in stats]
+            err = [0.0 if s.get("ci95") is None else scale * s["ci95"] for s in stats]
+            offset = (i - (n - 1) / 2) * width
+            ax.bar(x + offset, mean, width, yerr=err, label=legend, capsize=2)
+        ax.set_xticks(x, [row["method"] for row in rows], rotation=35, ha="right")
+        ax.set(title=title, ylim=(0, scale))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    handles, legends = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, legends, loc="lower center", ncol=n, bbox_to_anchor=(0.5, -0.2))
     return save_figure(fig, path)
 
 

@@ -19,6 +19,7 @@ from jaxcl.experiment import (
     comparisons,
     difference,
     seed_timing,
+    seed_timing_extras,
 )
 
 # ------------------------------------------------------------- a toy without the engine
@@ -275,6 +276,36 @@ def test_seed_timing_runs_both_ways_and_compares_the_curves():
     ]
     assert timing["max_abs_curve_difference"] == 0.0  # a seed's results do not depend on vmap
     assert all(value >= 0 for value in timing.values())
+
+
+def test_seed_timing_extras_measure_under_timing_and_keep_the_measurement_otherwise(tmp_path):
+    def timed(args):
+        return Config(0.1), build(Config(0.1), args)
+
+    toy = dataclasses.replace(
+        ENGINE_TOY,
+        flags=lambda parser: parser.add_argument("--timing", action="store_true"),
+        extras=seed_timing_extras(
+            timed,
+            curves=lambda results: results.accuracy,
+            describe=lambda c: f"lr {c['learning_rate']}",
+        ),
+    )
+    argv = ["--seeds", "2", "--methods", "sgd", "--no-checkpoint", "--out", str(tmp_path)]
+
+    def payload_and_table(*more):
+        cli.run_experiment(toy, [*argv, *more])
+        payload = json.loads((tmp_path / "results.json").read_text())
+        return payload, (tmp_path / "table.md").read_text()
+
+    payload, table = payload_and_table()
+    assert payload["timing"] is None and "Wall time" not in table
+    payload, table = payload_and_table("--timing")
+    timing = payload["timing"]
+    assert timing["config"] == {"learning_rate": 0.1, "seeds": None} and timing["seeds"] == 2
+    assert timing["max_abs_curve_difference"] == 0.0 and timing["speedup"] > 0
+    assert "\nWall time of lr 0.1 and 2 seeds: one vmapped program " in table
+    assert payload_and_table()[0]["timing"] == timing  # kept while --timing is not given
 
 
 def test_stacked_methods_are_the_rows_of_one_run(tmp_path):

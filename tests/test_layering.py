@@ -24,7 +24,7 @@ LAYERS = {
     2: ("scenarios", "regularizers"),
     3: ("learners",),
     4: ("engine",),
-    5: ("checkpoint", "execution", "metrics"),
+    5: ("checkpoint", "evaluation", "execution", "metrics"),
     6: ("report",),
     7: ("experiment", "cli"),
 }

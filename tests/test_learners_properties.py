@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcl import regularizers, types
-from jaxcl.learners import dst, fly_model, sdmlp, supervised
+from jaxcl import data, regularizers, scenarios, types
+from jaxcl.learners import dst, fly_model, sdmlp, supervised, within_task_head
 from jaxcl.models.sdm import SDMLP
 from jaxcl.optim import masked_adam
 
@@ -26,14 +26,24 @@ _PROBE = jnp.asarray(np.random.default_rng(5).normal(size=(10, D)), jnp.float32)
 
 class _MLP(nn.Module):
     bias: bool = True
+    outputs: int = C
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(C, use_bias=self.bias)(nn.relu(nn.Dense(16, use_bias=self.bias)(x)))
+        hidden = nn.relu(nn.Dense(16, use_bias=self.bias)(x))
+        return nn.Dense(self.outputs, use_bias=self.bias)(hidden)
 
 
-def _supervised(regularizer=None):
-    return supervised(_MLP(), optax.sgd(0.1, momentum=0.9), input_dim=D, regularizer=regularizer)
+def _supervised(regularizer=None, outputs=C):
+    optimizer = optax.sgd(0.1, momentum=0.9)
+    return supervised(_MLP(outputs=outputs), optimizer, input_dim=D, regularizer=regularizer)
+
+
+def _task_classes_scenario():
+    """A stream whose tasks have the classes of ``TASK_CLASSES``."""
+    y = np.arange(8, dtype=np.int32) % C
+    ds = data.ArrayDataset(np.zeros((8, D), np.float32), y, np.zeros((4, D), np.float32), y[:4], C)
+    return scenarios.from_class_groups(ds, [tuple(np.flatnonzero(m)) for m in TASK_CLASSES])
 
 
 # Every registered regularizer, with a Fisher/MAS estimate over two batches of three.
@@ -69,6 +79,11 @@ _LEARNERS = {
         update_frequency=2,
     ),
     "fly": lambda: fly_model(input_dim=D, num_classes=C, num_cells=64, n_response=4, probe=_PROBE),
+    # Two outputs for the two classes of each task; EWC's boundary batch is relabelled too.
+    "within_task_head+ewc": lambda: within_task_head(
+        _supervised(regularizers.get_regularizer("ewc", **_REGULARIZER_HPARAMS["ewc"]), 2),
+        _task_classes_scenario(),
+    ),
 }
 _NAMES = sorted(_LEARNERS)
 

@@ -227,3 +227,30 @@ def test_difference_ci95_is_welchs_interval():
     np.testing.assert_allclose(half, metrics.t_quantile_975(2) * np.sqrt(va + vb))
     assert np.isnan(metrics.difference_ci95([1.0], b)[1])
     assert metrics.difference_ci95([1.0, 1.0], [0.0, 0.0]) == (1.0, 0.0)
+
+
+def test_new_task_accuracy_is_the_diagonal_in_float64_with_nan_for_diverged_seeds():
+    R = np.stack([R3, R3 / 3])  # [2 seeds, 3, 3]
+    curves = metrics.new_task_accuracy(R)
+    assert curves.dtype == np.float64 and curves.shape == (2, 3)
+    np.testing.assert_array_equal(curves[0], [0.90, 0.80, 0.95])  # bit for bit, no float32
+    assert np.all(np.isnan(metrics.new_task_accuracy(R, diverged=[False, True])[1]))
+    np.testing.assert_array_equal(
+        metrics.new_task_accuracy(R, diverged=[False, True])[0], curves[0]
+    )
+    with pytest.raises(ValueError, match=re.escape("R must be of shape [..., T, T] with T >= 1")):
+        metrics.new_task_accuracy(np.zeros((2, 3)))
+
+
+def test_plasticity_loss_compares_the_first_and_the_last_window():
+    curves = np.array([[0.9, 0.8, 0.7, 0.6, 0.5], [0.5, 0.5, 0.5, 0.5, np.nan]])
+    out = metrics.plasticity_loss(curves, window=2)
+    np.testing.assert_allclose(out["first"], [0.85, 0.5])
+    np.testing.assert_allclose(out["last"][0], 0.55)  # tasks 4 and 5, not 3 and 4
+    np.testing.assert_allclose(out["plasticity_loss"][0], 0.3)
+    assert np.isnan(out["last"][1]) and np.isnan(out["plasticity_loss"][1])
+    whole = metrics.plasticity_loss(curves[:1], window=5)
+    assert whole["plasticity_loss"][0] == 0.0
+    for window, error in [(0, ValueError), (6, ValueError), (1.0, TypeError)]:
+        with pytest.raises(error, match="window must be"):
+            metrics.plasticity_loss(curves, window=window)

@@ -1,44 +1,12 @@
-"""The plasticity experiment: the 2-unit pair head, the verdicts, and the quick run."""
+"""The plasticity experiment: the verdicts, and the quick run."""
 
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import plasticity
-from jaxcl import cli, data, scenarios, types
-
-
-def test_pair_head_trains_on_ranks_and_predicts_the_pairs_digits():
-    ds = data.ArrayDataset(
-        np.zeros((8, 3), np.float32),
-        np.arange(8, dtype=np.int32) % 4,
-        np.zeros((4, 3), np.float32),
-        np.arange(4, dtype=np.int32),
-        4,
-    )
-    sc = scenarios.from_class_groups(ds, [(0, 3), (1, 2)])
-    inner = types.Learner(
-        init=lambda key: None,
-        update=lambda state, batch, key: ((batch.y, batch.logit_mask), jnp.float32(0)),
-        predict=lambda state, x, task: jnp.tile(jnp.asarray([[0.0, 1.0]]), (x.shape[0], 1)),
-    )
-    learner = plasticity.pair_head(inner, sc)
-    batch = types.Batch(
-        x=jnp.zeros((4, 3)),
-        y=jnp.asarray([0, 3, 3, 0]),
-        valid=jnp.ones(4, bool),
-        task=jnp.int32(0),
-        logit_mask=jnp.ones(4, bool),
-        epoch=jnp.int32(0),
-    )
-    (y, mask), _ = learner.update(None, batch, None)
-    np.testing.assert_array_equal(y, [0, 1, 1, 0])
-    np.testing.assert_array_equal(mask, [True, True])
-    logits = learner.predict(None, jnp.zeros((2, 3)), jnp.int32(1))
-    np.testing.assert_array_equal(np.argmax(logits, -1), [2, 2])  # unit 1 of task (1, 2)
-    assert logits.shape == (2, 4) and float(logits[0, 0]) == float(jnp.finfo(jnp.float32).min)
+from jaxcl import cli
 
 
 def test_findings_follow_the_welch_intervals():

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 
 from jaxcl import cli, engine, report
 
@@ -88,3 +89,55 @@ def test_per_seed_reads_rows_back_with_nan_for_null():
     row = report.result_row("m", fake_results())
     back = report.per_seed(json.loads(json.dumps(row)))
     np.testing.assert_allclose(back["acc"], [0.6, 0.75, np.nan], rtol=1e-6)
+
+
+def stat_rows():
+    """Two methods with metrics a and b (b of "m2" missing, its a without a CI)."""
+    stat = lambda mean, ci: {"mean": mean, "ci95": ci, "per_seed": []}  # noqa: E731
+    return [
+        {"method": "m1", "metrics": {"a": stat(0.5, 0.1), "b": stat(0.7, 0.05)}},
+        {"method": "m2", "metrics": {"a": stat(0.4, None)}},
+    ]
+
+
+def test_metric_bars_draw_a_bar_per_metric_and_method_in_each_panel(tmp_path, monkeypatch):
+    figures = []
+    save = report.save_figure
+    monkeypatch.setattr(
+        report, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path)
+    )
+    path = report.plot_metric_bars(
+        stat_rows(),
+        tmp_path / "bars.png",
+        panels={"one": ["a", "b"], "two": ["b", "a"]},
+        labels=["first", "second"],
+        ylabel="%",
+    )
+    assert path.stat().st_size > 0
+    one, two = ([c for c in ax.containers if isinstance(c, BarContainer)] for ax in figures[0].axes)
+    assert [bars.get_label() for bars in one] == ["first", "second"]  # a bar per metric
+    a_bars = one[0]  # metric a, at the left of each method's group
+    np.testing.assert_allclose([r.get_x() + r.get_width() / 2 for r in a_bars], [-0.2025, 0.7975])
+    np.testing.assert_allclose([r.get_height() for r in a_bars], [50.0, 40.0])
+    segments = a_bars.errorbar.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1][1] - s[0][1] for s in segments], [20.0, 0.0])  # no CI
+    assert np.isnan(two[0][1].get_height())  # b of m2 is missing: no bar
+    for panels, labels, message in [
+        ({}, None, "panels must be non-empty lists of metrics"),
+        ({"one": ["a"], "two": ["a", "b"]}, None, "one length in every panel"),
+        ({"one": ["a", "b"]}, ["x"], r"labels must be 2 names \(one per metric of a panel\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            report.plot_metric_bars(
+                stat_rows(), tmp_path / "x.png", panels=panels, labels=labels, ylabel="%"
+            )
+
+
+def test_accuracy_curves_of_any_row_entry_with_a_confidence_band(tmp_path):
+    rows = [{"method": "m", "name": "curve m", "curve": [[0.5, 0.6, None], [0.7, 0.8, 0.9]]}]
+    path = report.plot_accuracy_curves(
+        rows, tmp_path / "c.png", title="t", key="curve", label="name", spread="ci95", ylim=None
+    )
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match="spread must be one of 'ci95', 'seeds', got 'band'"):
+        report.plot_accuracy_curves(rows, tmp_path / "c.png", title="t", spread="band")

@@ -15,6 +15,8 @@ one ``jit(vmap(scan))``.
 * :func:`fly_model`: the FlyModel's one-pass associative rule on Kenyon-cell codes (Shen,
   Dasgupta & Navlakha 2021; the code in :mod:`jaxcl.models.fly`), a learner without
   gradients.
+* :func:`within_task_head`: wraps a learner whose network has ``k`` outputs for a stream
+  of ``k``-class tasks (output i: the task's i-th class), e.g. Split MNIST's 2-unit head.
 """
 
 from jaxcl.learners._dst import DSTConfig as DSTConfig
@@ -28,6 +30,7 @@ from jaxcl.learners._fly import fly_model as fly_model
 from jaxcl.learners._sdmlp import sdmlp as sdmlp
 from jaxcl.learners._supervised import SupervisedState as SupervisedState
 from jaxcl.learners._supervised import supervised as supervised
+from jaxcl.learners._within_task import within_task_head as within_task_head
 
 __all__ = [
     "DSTConfig",
@@ -41,4 +44,5 @@ __all__ = [
     "sdmlp",
     "sparsity_config",
     "supervised",
+    "within_task_head",
 ]
