@@ -9,11 +9,12 @@ The grid: init {ERK, uniform} × growth {random, unfired, gradient, momentum, ad
 tasks {5, 10, 20}, cells named ``erk-random-s90-t5``; ACC, BWT and FWT.
 
 Datasets (``--dataset``): ``fashion_mnist`` (default) and ``mnist`` train the small CNN of
-:mod:`jaxcl.models.cnn` on the tasks of :func:`class_groups`; ``cifar100`` is the paper's
-setting: ResNet-18, classes in natural order in T blocks, the authors' normalisation,
-epochs and update frequencies per T (not available offline here: the loader is tested on
-mocked data). Evaluation (``--evaluation``): ``task_il`` (default) takes the argmax over
-the task's classes, FWT is GEM's; ``authors_code`` as the authors' code (see
+:mod:`jaxcl.models.cnn` on the tasks of :func:`jaxcl.scenarios.class_groups` (2 and 4
+rounds of class pairs for T = 10, 20); ``cifar100`` is the paper's setting: ResNet-18,
+classes in natural order in T blocks, the authors' normalisation, epochs and update
+frequencies per T (not available offline here: the loader is tested on mocked data).
+Evaluation (``--evaluation``): ``task_il`` (default) takes the argmax over the task's
+classes, FWT is GEM's; ``authors_code`` as the authors' code (see
 :data:`jaxcl.sparse.EVALUATIONS`), with its ``fwt_authors``. Without normalisation layers
 (the CNN) BWT is exactly 0.
 
@@ -48,7 +49,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 import optax
 
@@ -85,11 +85,9 @@ class Cell:
         return f"{self.init}-{self.growth}-s{self.sparsity}-t{self.num_tasks}"
 
     def sparsity_kwargs(self) -> dict[str, Any]:
-        """The DST learner's density, init and growth schedule (one growth per task)."""
-        if self.growth == "adaptive":
-            growth = learners.adaptive_growth(self.num_tasks)
-        else:
-            growth = learners.growth_schedule(self.growth, self.num_tasks)
+        """The DST learner's density, init and growth (a name, or one per task: adaptive)."""
+        adaptive = self.growth == "adaptive"
+        growth = learners.adaptive_growth(self.num_tasks) if adaptive else self.growth
         return {"density": 1 - self.sparsity / 100, "init": self.init, "growth": growth}
 
 
@@ -128,52 +126,11 @@ def config_for(dataset: str, num_tasks: int, *, quick: bool, evaluation: str) ->
     return dataclasses.replace(config, **QUICK) if quick else config
 
 
-def pair_rounds(num_classes: int, rounds: int) -> list[tuple[int, int]]:
-    """``rounds`` perfect matchings of the classes into pairs, no pair twice.
-
-    The circle method of round-robin scheduling, relabelled so that round 0 is
-    {0,1}, {2,3}, …; pairs of a round are listed by their smaller class.
-    """
-    n = num_classes
-    if n % 2 or not 1 <= rounds <= n - 1:
-        raise ValueError(f"need an even number of classes and 1 <= rounds <= {n - 1}")
-
-    def circle_round(r):
-        return [(r, n - 1)] + [((r + k) % (n - 1), (r - k) % (n - 1)) for k in range(1, n // 2)]
-
-    relabel = {}
-    for a, b in circle_round(0):
-        relabel[a], relabel[b] = len(relabel), len(relabel) + 1
-    out = []
-    for r in range(rounds):
-        out += sorted(tuple(sorted((relabel[a], relabel[b]))) for a, b in circle_round(r))
-    return out
-
-
-def class_groups(num_classes: int, num_tasks: int) -> list[tuple[int, ...]]:
-    """Consecutive blocks of classes, or rounds of pairs when blocks would be single classes.
-
-    Ten classes cannot be cut into 10 or 20 disjoint tasks of two: T = 5 is the split
-    {0,1}, …, {8,9} and T = 10, 20 take 2 and 4 rounds of pairs (:func:`pair_rounds`), so
-    each class recurs once per round and shares its head units across its tasks.
-    """
-    per_task, rest = divmod(num_classes, num_tasks)
-    if per_task >= 2 and not rest:
-        return [tuple(range(t * per_task, (t + 1) * per_task)) for t in range(num_tasks)]
-    rounds, rest = divmod(2 * num_tasks, num_classes)
-    if rest:
-        raise ValueError(
-            f"{num_tasks} tasks: neither {num_classes} classes in equal blocks of >= 2 nor "
-            "whole rounds of class pairs"
-        )
-    return [tuple(p) for p in pair_rounds(num_classes, rounds)]
-
-
 def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.Scenario:
     ds = data.preprocess(data.load(config.dataset, data_dir=data_dir), stats_of=config.dataset)
     return scenarios.from_class_groups(
         ds,
-        class_groups(ds.num_classes, config.num_tasks),
+        scenarios.class_groups(ds.num_classes, num_tasks=config.num_tasks),
         head=sparse.EVALUATIONS[config.evaluation],
         max_train_per_task=config.max_train_per_task,
         max_test_per_task=config.max_test_per_task,
@@ -210,13 +167,6 @@ def build_run(
     return engine.make_run(scenario, learner, **sizes, eval_batch_size=500, chunk_size=chunk_size)
 
 
-def sparsity_configs(run: engine.Run, cells: Sequence[Cell]) -> dict[str, learners.DSTConfig]:
-    """Each cell's sparsity configuration, data in the learner's state."""
-    shapes = sparse.leaf_shapes(jax.eval_shape(run.learner.init, jax.random.PRNGKey(0)).params)
-    kwargs = {c.name: {**c.sparsity_kwargs(), "num_tasks": c.num_tasks} for c in cells}
-    return {name: learners.sparsity_config(shapes, **kw) for name, kw in kwargs.items()}
-
-
 def with_sparsity(state: engine.EngineState, config: learners.DSTConfig) -> engine.EngineState:
     return state._replace(learner=state.learner._replace(config=config))
 
@@ -233,7 +183,10 @@ def execute(methods: list[tuple[str, Cell]], args: argparse.Namespace):
             config = block_config(t, args)
             scenario = build_scenario(config, data_dir=args.data_dir)
             run = build_run(config, scenario, cells[0], chunk_size=cli.chunk_size(args, t))
-            configs, fingerprint = sparsity_configs(run, cells), dataclasses.asdict(config)
+            configs = {
+                c.name: learners.dst_config(run.learner, **c.sparsity_kwargs()) for c in cells
+            }
+            fingerprint = dataclasses.asdict(config)
             yield from cli.run_stacked(run, args, configs, fingerprint, place=with_sparsity)
 
 
@@ -313,22 +266,16 @@ def plot_heatmaps(rows: Sequence[dict], args: argparse.Namespace, out: Path) -> 
     """One heatmap of ACC per task count: init × growth (rows) by sparsity (columns)."""
     labels = [f"{i}-{g}" for i in INIT_NAMES for g in GROWTH_NAMES]
     for t, by_sparsity in zip(TASK_COUNTS, acc_grid(rows), strict=True):
-        grid = by_sparsity.reshape(len(SPARSITIES), len(labels)).T
-        finite = grid[np.isfinite(grid)]
-        if not finite.size:
-            continue
-        lo, hi = finite.min(), finite.max()
-        fig, ax = report.figure(figsize=(4.2, 0.4 * len(labels) + 1.4))
-        im = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=max(hi, lo + 1e-3), aspect="auto")
-        ax.set_xticks(range(len(SPARSITIES)), [f"{s}%" for s in SPARSITIES])
-        ax.set_yticks(range(len(labels)), labels)
-        for (y, x), v in np.ndenumerate(grid):
-            if np.isfinite(v):  # dark text on the light (high) end of viridis
-                color = "k" if v > (lo + hi) / 2 else "w"
-                ax.text(x, y, f"{100 * v:.1f}", ha="center", va="center", fontsize=7, color=color)
-        fig.colorbar(im, ax=ax, label="ACC")
-        ax.set(xlabel="sparsity", title=f"{t} tasks: final average accuracy")
-        report.save_figure(fig, out / f"heatmap_acc_t{t}.png")
+        if np.isfinite(by_sparsity).any():
+            report.heatmap(
+                by_sparsity.reshape(len(SPARSITIES), len(labels)).T,
+                out / f"heatmap_acc_t{t}.png",
+                row_labels=labels,
+                column_labels=[f"{s}%" for s in SPARSITIES],
+                title=f"{t} tasks: final average accuracy",
+                xlabel="sparsity",
+                colorbar_label="ACC",
+            )
 
 
 def flags(parser: argparse.ArgumentParser) -> None:

@@ -159,11 +159,15 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
 
 
 def header(rows: list[dict], args: argparse.Namespace) -> str:
+    topk, lwta = (
+        dict(configure(Config(a, "sgd"), quick=args.quick).activation_hparams)
+        for a in ("topk_mask", "lwta")
+    )
     return (
         f"Split-MNIST, {args.seeds} seeds, 1 epoch/task, batch 64; pooled_acc = accuracy on "
         f"all test images after task 5 (paper's metric); forgetting floor "
         f"{100 * FORGETTING_FLOOR:.2f}%.{quick_note(args)}"
-        "\nPinned: topk k=64, lwta groups=50.\n\n"
+        f"\nPinned: topk k={topk['k']}, lwta groups={lwta['groups']}.\n\n"
     )
 
 
@@ -178,15 +182,16 @@ def plot_heatmap(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
         a, o = r["method"].split("+")
         mean = r["metrics"]["pooled_acc"]["mean"]
         grid[acts.index(a), opts.index(o)] = np.nan if mean is None else mean
-    fig, ax = report.figure(figsize=(1.2 * len(opts) + 2, 0.45 * len(acts) + 1.5))
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(opts)), opts, rotation=30)
-    ax.set_yticks(range(len(acts)), acts)
-    for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=7, color="w")
-    fig.colorbar(im, ax=ax, label="final accuracy")
-    ax.set_title("Split-MNIST final accuracy (mean over seeds)")
-    report.save_figure(fig, out / "grid_heatmap.png")
+    report.heatmap(
+        grid,
+        out / "grid_heatmap.png",
+        row_labels=acts,
+        column_labels=opts,
+        title="Split-MNIST final accuracy (mean over seeds)",
+        colorbar_label="final accuracy",
+        vmin=0,
+        vmax=1,
+    )
 
 
 EXPERIMENT = Experiment(

@@ -29,6 +29,7 @@ __all__ = [
     "diverged_seeds",
     "figure",
     "format_stat",
+    "heatmap",
     "markdown_table",
     "merge_rows",
     "per_seed",
@@ -280,6 +281,66 @@ def plot_metric_bars(
     axes[0, 0].set_ylabel(ylabel)
     handles, legends = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, legends, loc="lower center", ncol=n, bbox_to_anchor=(0.5, -0.2))
+
+
+def heatmap(
+    grid: Any,
+    path: str | os.PathLike,
+    *,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    title: str,
+    xlabel: str | None = None,
+    colorbar_label: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+    percent: bool = True,
+    digits: int = 1,
+) -> Path:
+    """A ``[rows, columns]`` grid as a PNG heatmap, each finite cell's value printed in it.
+
+    NaN cells (e.g. methods not run) stay blank. Colours run from ``vmin`` to ``vmax``
+    (default: the smallest and largest finite values); values are printed as in
+    :func:`markdown_table` (``percent``, ``digits``), in whichever of black and white has
+    the higher contrast ratio with the cell's colour: black when its relative luminance
+    exceeds √(1.05 · 0.05) − 0.05 ≈ 0.179 (WCAG 2.1, definitions of "contrast ratio" and
+    "relative luminance"). Column labels longer than four characters are slanted; the
+    figure grows with the grid.
+
+    Raises:
+      ValueError: a grid that is not 2-D, labels that do not match its shape, or no finite
+        value when ``vmin`` or ``vmax`` is left to default.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    _checks.rank("grid", grid, 2)
+    for name, labels, size in [
+        ("row_labels", row_labels, grid.shape[0]),
+        ("column_labels", column_labels, grid.shape[1]),
+    ]:
+        if len(labels) != size:
+            _checks.fail(name, f"{size} labels, one per grid {name.split('_')[0]}", labels)
+    finite = grid[np.isfinite(grid)]
+    if not finite.size and (vmin is None or vmax is None):
+        _checks.fail("grid", "finite somewhere when vmin or vmax is not given", grid)
+    vmin = finite.min() if vmin is None else vmin
+    vmax = finite.max() if vmax is None else vmax
+    rows, columns = grid.shape
+    fig, ax = figure(figsize=(1.2 * columns + 2, 0.45 * rows + 1.5))
+    im = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    slant = {"rotation": 30, "ha": "right"} if max(map(len, column_labels)) > 4 else {}
+    ax.set_xticks(range(columns), column_labels, **slant)
+    ax.set_yticks(range(rows), row_labels)
+    scale = 100.0 if percent else 1.0
+    for (y, x), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            rgb = np.asarray(im.cmap(im.norm(v)))[:3]
+            linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+            color = "k" if linear @ [0.2126, 0.7152, 0.0722] > 0.179 else "w"
+            text = f"{v * scale:.{digits}f}"
+            ax.text(x, y, text, ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(im, ax=ax, label=colorbar_label)
+    ax.set(xlabel=xlabel, title=title)
     return save_figure(fig, path)
 
 

@@ -4,7 +4,8 @@ A :class:`Scenario` keeps every example once (``train_x``/``test_x``, already pr
 and describes task ``t`` by index arrays into them, padded to a common length with a count
 of valid entries, so ragged tasks are exact inside one compiled program. Permuted streams
 store one pixel permutation per task and apply it when a batch is gathered: no task is
-ever materialised.
+ever materialised. :func:`class_groups` cuts C classes into T tasks (equal blocks, or
+rounds of class pairs) for :func:`from_class_groups`.
 
 Heads: ``"shared"`` (class- or domain-incremental: argmax over every logit) or ``"task"``
 (task-incremental: logits outside the task's classes are masked out in training and at
@@ -30,9 +31,11 @@ __all__ = [
     "HEADS",
     "SCENARIOS",
     "Scenario",
+    "class_groups",
     "class_pairs",
     "from_class_groups",
     "get_scenario",
+    "pair_rounds",
     "permutations",
     "permuted",
     "sequence",
@@ -240,6 +243,74 @@ def class_pairs(
     groups = list(itertools.combinations(range(data.num_classes), 2))
     sizes = dict(max_train_per_task=max_train_per_task, max_test_per_task=max_test_per_task)
     return from_class_groups(data, groups, head=head, **sizes)
+
+
+def pair_rounds(num_classes: int, *, rounds: int) -> list[tuple[int, int]]:
+    """``rounds`` perfect matchings of the classes into pairs, no pair twice.
+
+    Round r of the circle method of round-robin scheduling (the standard 1-factorisation of
+    the complete graph; "Round-robin tournament", Wikipedia, §Circle method): class ``n − 1``
+    stays put and meets ``r``, and ``(r + k) mod (n − 1)`` meets ``(r − k) mod (n − 1)`` for
+    ``k = 1 … n/2 − 1``. The classes are relabelled so that round 0 is {0,1}, {2,3}, …
+    (Split-MNIST's pairs); each round lists its pairs by their smaller class, and every class
+    occurs once per round.
+
+    Args:
+      num_classes: n, even and >= 2.
+      rounds: how many rounds, in [1, n − 1] (n − 1 rounds hold every pair once).
+
+    Returns:
+      ``rounds * n / 2`` pairs ``(a, b)`` with ``a < b``, round after round.
+
+    Raises:
+      ValueError, TypeError: an odd or non-positive ``num_classes`` or ``rounds`` outside
+        [1, n − 1].
+    """
+    n = _checks.positive_int("num_classes", num_classes)
+    if n % 2:
+        _checks.fail("num_classes", "even (classes are cut into pairs)", num_classes)
+    if _checks.positive_int("rounds", rounds) > n - 1:
+        _checks.fail("rounds", f"in [1, {n - 1}] for {n} classes", rounds)
+
+    def circle_round(r):
+        return [(r, n - 1)] + [((r + k) % (n - 1), (r - k) % (n - 1)) for k in range(1, n // 2)]
+
+    relabel = {}
+    for a, b in circle_round(0):
+        relabel[a], relabel[b] = len(relabel), len(relabel) + 1
+    out = []
+    for r in range(rounds):
+        out += sorted(tuple(sorted((relabel[a], relabel[b]))) for a, b in circle_round(r))
+    return out
+
+
+def class_groups(num_classes: int, *, num_tasks: int) -> list[tuple[int, ...]]:
+    """The classes of each of ``num_tasks`` tasks: equal consecutive blocks, else pair rounds.
+
+    Blocks of ``num_classes / num_tasks >= 2`` classes when they divide evenly (CIFAR-100 in
+    T = 5, 10, 20 blocks, as Yildirim et al., CPAL 2024, split it: ``cifar100.py`` of
+    ``muratonuryildirim/CL-with-DST``). Otherwise whole rounds of class pairs
+    (:func:`pair_rounds`, ``2 T / C`` of them): ten classes cannot be cut into 10 or 20
+    disjoint tasks of two, so T = 10, 20 take 2 and 4 rounds, each class recurs once per
+    round and shares its head units across its tasks. For :func:`from_class_groups`.
+
+    Raises:
+      ValueError, TypeError: counts that are not positive integers, or a ``num_tasks`` that
+        is neither a divisor of ``num_classes`` leaving >= 2 classes per task nor whole
+        rounds of pairs.
+    """
+    _checks.positive_int("num_classes", num_classes)
+    per_task, rest = divmod(num_classes, _checks.positive_int("num_tasks", num_tasks))
+    if per_task >= 2 and not rest:
+        return [tuple(range(t * per_task, (t + 1) * per_task)) for t in range(num_tasks)]
+    rounds, rest = divmod(2 * num_tasks, num_classes)
+    if rest or num_classes % 2 or rounds > num_classes - 1:
+        allowed = f"a divisor of num_classes = {num_classes} leaving >= 2 classes per task"
+        if num_classes % 2 == 0:
+            half = num_classes // 2
+            allowed += f", or a multiple of {half} up to {half * (num_classes - 1)} (pair rounds)"
+        _checks.fail("num_tasks", allowed, num_tasks)
+    return pair_rounds(num_classes, rounds=rounds)
 
 
 def permutations(num_tasks: int, dim: int, *, seed: int, identity_first: bool) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The DST experiment: the quick grid block on real Fashion-MNIST, resuming after SIGKILL,
-the task streams, and the CIFAR-100 / ResNet-18 pipeline on mocked CIFAR-shaped data
+the stacked cells, and the CIFAR-100 / ResNet-18 pipeline on mocked CIFAR-shaped data
 through the real loader."""
 
 import json
@@ -14,19 +14,7 @@ import numpy as np
 import pytest
 
 from experiments import dst
-from jaxcl import cli, data, engine, scenarios, sparse
-
-
-def test_pair_rounds_are_perfect_matchings_without_repeats():
-    pairs = dst.pair_rounds(10, 4)
-    assert pairs[:5] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]  # round 0 is Split-MNIST
-    assert len(set(pairs)) == 20
-    for r in range(4):
-        assert sorted(c for p in pairs[5 * r : 5 * r + 5] for c in p) == list(range(10))
-    assert dst.class_groups(100, 20)[1] == tuple(range(5, 10))  # CIFAR-100: blocks
-    assert len(dst.class_groups(10, 10)) == 10
-    with pytest.raises(ValueError, match="neither"):
-        dst.class_groups(10, 7)
+from jaxcl import cli, data, engine, learners, scenarios, sparse
 
 
 def test_unknown_method_lists_valid_names(tmp_path):
@@ -80,10 +68,10 @@ def test_stacked_rows_pair_each_seed_with_each_cell():
         10,
     )
     head = sparse.EVALUATIONS[config.evaluation]
-    scenario = scenarios.from_class_groups(ds, dst.class_groups(10, 5), head=head)
+    scenario = scenarios.from_class_groups(ds, scenarios.class_groups(10, num_tasks=5), head=head)
     cells = [dst.Cell("erk", "random", 80, 5), dst.Cell("uniform", "gradient", 95, 5)]
     run = dst.build_run(config, scenario, cells[0])
-    configs = list(dst.sparsity_configs(run, cells).values())
+    configs = [learners.dst_config(run.learner, **cell.sparsity_kwargs()) for cell in cells]
     init = cli.stacked_init(run, configs, dst.with_sparsity)
     state, _ = init([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
     alone = [run.init(engine.seed_keys([seed]))[0] for seed in (0, 1, 2)]
@@ -171,7 +159,8 @@ def test_cifar100_resnet_pipeline_on_mocked_data(tmp_path, monkeypatch):
     assert scenario.task_names[1] == "/".join(map(str, range(20, 40)))
     cells = [dst.Cell("erk", "momentum", 80, 5), dst.Cell("uniform", "adaptive", 95, 5)]
     run = dst.build_run(config, scenario, cells[0])
-    init = cli.stacked_init(run, list(dst.sparsity_configs(run, cells).values()), dst.with_sparsity)
+    configs = [learners.dst_config(run.learner, **cell.sparsity_kwargs()) for cell in cells]
+    init = cli.stacked_init(run, configs, dst.with_sparsity)
     state, _ = jax.eval_shape(lambda: init(range(4)))
     assert state.learner.config.counts.shape == (4, 7)  # 2 seeds x 2 cells, 7 layers
     record = run.abstract_record(state)

@@ -1,6 +1,7 @@
 """The Hard ASH experiments: quick runs end to end on real MNIST, method names, the z_k
 effects."""
 
+import argparse
 import json
 
 import numpy as np
@@ -54,6 +55,12 @@ def test_config_holds_the_resolved_hyperparameters():
     config = hard_ash.configure(hard_ash.METHODS["topk_subtract+adagrad"], quick=True)
     assert dict(config.optimizer_hparams) == hard_ash.PINNED_OPTIMIZERS["adagrad"]
     assert dict(config.activation_hparams) == {"k": 6, "stop_gradient": False, "clip_max": 2.0}
+
+
+def test_header_states_the_pinned_values_used():
+    quick, full = (argparse.Namespace(seeds=2, quick=q) for q in (True, False))
+    assert "Pinned: topk k=64, lwta groups=50." in hard_ash.header([], full)
+    assert "Pinned: topk k=6, lwta groups=32." in hard_ash.header([], quick)  # 64 units
 
 
 @pytest.mark.needs_data("mnist")

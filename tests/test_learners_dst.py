@@ -167,11 +167,8 @@ def test_a_traced_total_gives_the_death_rate_of_a_constant_one(total):
 
 def test_one_compile_serves_every_sparsity_config(stream):
     run, states, _ = stream
-    shapes = sparse.leaf_shapes(states[0].learner.params)
-    shapes = [s[1:] for s in shapes]  # drop the seed axis
-    config = learners.sparsity_config(
-        shapes, density=0.2, init="uniform", growth="unfired", num_tasks=SCENARIO.num_tasks
-    )
+    config = learners.dst_config(run.learner, density=0.2, init="uniform", growth="unfired")
+    shapes = [s[1:] for s in sparse.leaf_shapes(states[0].learner.params)]  # no seed axis
     state = jax.tree.map(jnp.asarray, states[0])
     expected = np.broadcast_to(np.asarray(config.counts), (2, len(shapes)))
     config = jax.tree.map(lambda x: jnp.broadcast_to(x, (2, *x.shape)), config)
@@ -179,6 +176,24 @@ def test_one_compile_serves_every_sparsity_config(stream):
     state, _ = run.run_chunk(state, 0)  # donates its input
     assert run.num_compiles == 1
     np.testing.assert_array_equal(_counts(_leaves(state.learner.mask)), expected)
+
+
+def test_dst_config_reads_the_learners_shapes_and_task_count():
+    learner = make_learner()
+    config = learners.dst_config(learner, density=0.5, growth=("gradient", "momentum"))
+    default = learner.init(jax.random.PRNGKey(0)).config  # dst's own setting
+    for got, want in zip(config, default, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert learners.dst_config(learner, density=0.2).counts.sum() < config.counts.sum()
+    adaptive = learners.dst_config(learner, density=0.5, growth=learners.adaptive_growth(2))
+    np.testing.assert_array_equal(
+        adaptive.growth, [sparse.GROWTH.index(g) for g in ("random", "gradient")]
+    )
+    with pytest.raises(ValueError, match=r"growth needs one name per task \(2\), got 3"):
+        learners.dst_config(learner, density=0.5, growth=("random",) * 3)
+    supervised = learners.supervised(MODEL, masked_adam(1e-2), input_dim=64)
+    with pytest.raises(TypeError, match=r"learner must be a dst learner .*, got 'SupervisedState'"):
+        learners.dst_config(supervised, density=0.5)
 
 
 @pytest.mark.parametrize(

@@ -141,3 +141,63 @@ def test_accuracy_curves_of_any_row_entry_with_a_confidence_band(tmp_path):
     assert path.stat().st_size > 0
     with pytest.raises(ValueError, match="spread must be one of 'ci95', 'seeds', got 'band'"):
         report.plot_accuracy_curves(rows, tmp_path / "c.png", title="t", spread="band")
+
+
+def test_heatmap_prints_finite_values_with_contrasting_text(tmp_path, monkeypatch):
+    figures, save = [], report.save_figure
+    monkeypatch.setattr(
+        report, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path)
+    )
+    grid = [[0.1, 0.9, np.nan], [0.5, 0.25, 0.123]]
+    path = report.heatmap(
+        grid,
+        tmp_path / "h.png",
+        row_labels=["a", "b"],
+        column_labels=["80%", "90%", "95%"],
+        title="T",
+        xlabel="sparsity",
+        colorbar_label="ACC",
+    )
+    assert path.read_bytes().startswith(b"\x89PNG")
+    ax, colorbar = figures[0].axes
+    texts = {(t.get_position(), t.get_text()): t.get_color() for t in ax.texts}
+    # viridis: dark purple at the low end (white text), yellow at the high end (black text).
+    assert texts == {
+        ((0, 0), "10.0"): "w",
+        ((1, 0), "90.0"): "k",
+        ((0, 1), "50.0"): "k",
+        ((1, 1), "25.0"): "w",
+        ((2, 1), "12.3"): "w",
+    }
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["80%", "90%", "95%"]
+    assert {t.get_rotation() for t in ax.get_xticklabels()} == {0}
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert (ax.get_title(), ax.get_xlabel(), colorbar.get_ylabel()) == ("T", "sparsity", "ACC")
+    assert ax.images[0].get_clim() == (0.1, 0.9)  # the finite range by default
+    report.heatmap(
+        [[np.nan, 2.0]],
+        tmp_path / "g.png",
+        row_labels=["r"],
+        column_labels=["x", "adam_nobc"],
+        title="",
+        vmin=0,
+        vmax=4,
+        percent=False,
+        digits=2,
+    )
+    ax = figures[1].axes[0]
+    assert [t.get_text() for t in ax.texts] == ["2.00"] and ax.images[0].get_clim() == (0, 4)
+    assert {t.get_rotation() for t in ax.get_xticklabels()} == {30}  # long labels slant
+
+
+def test_heatmap_refuses_grids_it_cannot_draw(tmp_path):
+    labels = dict(row_labels=["a"], column_labels=["x", "y"], title="")
+    with pytest.raises(ValueError, match=r"grid must be of rank 2, got \(2,\)"):
+        report.heatmap([0.1, 0.2], tmp_path / "h.png", **labels)
+    with pytest.raises(ValueError, match=r"column_labels must be 3 labels, one per grid column"):
+        report.heatmap([[0.1, 0.2, 0.3]], tmp_path / "h.png", **labels)
+    with pytest.raises(
+        ValueError, match="grid must be finite somewhere when vmin or vmax is not given"
+    ):
+        report.heatmap([[np.nan, np.nan]], tmp_path / "h.png", **labels)
+    assert not (tmp_path / "h.png").exists()

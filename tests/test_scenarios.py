@@ -1,5 +1,7 @@
-"""Task streams: exact task membership, padding, heads, permutations and sequences."""
+"""Task streams: exact task membership, padding, heads, permutations, sequences and the
+class groups of T tasks."""
 
+import itertools
 import re
 
 import jax.numpy as jnp
@@ -44,6 +46,51 @@ def test_class_pairs_is_all_45_pairs_in_order():
     sc = scenarios.class_pairs(fake_dataset(n_train=200, n_test=100, num_classes=10))
     assert sc.num_tasks == 45 and sc.task_names[:3] == ("0/1", "0/2", "0/3")
     assert sc.task_names[-1] == "8/9"
+
+
+def test_pair_rounds_of_four_classes_by_hand():
+    # Circle method, n = 4: round r pairs (r, 3) and (r + 1, r - 1) mod 3, relabelled by
+    # round 0's order 0, 3, 1, 2 -> 0, 1, 2, 3.
+    assert scenarios.pair_rounds(4, rounds=3) == [(0, 1), (2, 3), (0, 3), (1, 2), (0, 2), (1, 3)]
+    assert scenarios.pair_rounds(6, rounds=2)[3:] == [(0, 4), (1, 2), (3, 5)]
+
+
+@pytest.mark.parametrize("n", [2, 10, 16])
+def test_pair_rounds_are_perfect_matchings_without_repeats(n):
+    pairs = scenarios.pair_rounds(n, rounds=n - 1)
+    assert pairs[: n // 2] == [(c, c + 1) for c in range(0, n, 2)]  # round 0 is Split-X
+    assert sorted(pairs) == sorted(itertools.combinations(range(n), 2))  # every pair once
+    for r in range(n - 1):
+        assert sorted(c for p in pairs[r * n // 2 : (r + 1) * n // 2] for c in p) == [*range(n)]
+    assert scenarios.pair_rounds(n, rounds=1) == pairs[: n // 2]  # rounds are a prefix
+
+
+def test_class_groups_are_blocks_or_rounds_of_pairs():
+    assert scenarios.class_groups(10, num_tasks=5) == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    assert scenarios.class_groups(6, num_tasks=2) == [(0, 1, 2), (3, 4, 5)]
+    assert scenarios.class_groups(100, num_tasks=20)[1] == (5, 6, 7, 8, 9)  # CIFAR-100
+    assert scenarios.class_groups(4, num_tasks=1) == [(0, 1, 2, 3)]
+    assert scenarios.class_groups(10, num_tasks=20) == scenarios.pair_rounds(10, rounds=4)
+    assert scenarios.class_groups(4, num_tasks=6) == scenarios.pair_rounds(4, rounds=3)
+
+
+def test_class_groups_and_pair_rounds_refuse_impossible_counts():
+    with pytest.raises(ValueError, match=r"num_classes must be even \(.*\), got 5"):
+        scenarios.pair_rounds(5, rounds=1)
+    with pytest.raises(ValueError, match=r"rounds must be in \[1, 9\] for 10 classes, got 10"):
+        scenarios.pair_rounds(10, rounds=10)
+    with pytest.raises(ValueError, match="rounds must be a positive integer, got 0"):
+        scenarios.pair_rounds(10, rounds=0)
+    blocks = "num_tasks must be a divisor of num_classes = 10 leaving >= 2 classes per task"
+    for num_tasks in (7, 50):  # no blocks, and not 1..9 whole rounds of 5 pairs
+        with pytest.raises(
+            ValueError, match=f"{blocks}, or a multiple of 5 up to 45 \\(pair rounds\\), got"
+        ):
+            scenarios.class_groups(10, num_tasks=num_tasks)
+    with pytest.raises(ValueError, match=r"num_classes = 9 leaving >= 2 classes per task, got 9"):
+        scenarios.class_groups(9, num_tasks=9)  # no pairs of an odd number of classes
+    with pytest.raises(TypeError, match=r"num_tasks must be a positive integer, got 2\.0"):
+        scenarios.class_groups(10, num_tasks=2.0)
 
 
 def test_permuted_applies_the_task_permutation_without_copying_data():

@@ -23,6 +23,7 @@ from jaxcl.learners._dst import DSTConfig as DSTConfig
 from jaxcl.learners._dst import DSTState as DSTState
 from jaxcl.learners._dst import adaptive_growth as adaptive_growth
 from jaxcl.learners._dst import dst as dst
+from jaxcl.learners._dst import dst_config as dst_config
 from jaxcl.learners._dst import growth_schedule as growth_schedule
 from jaxcl.learners._dst import sparsity_config as sparsity_config
 from jaxcl.learners._fly import FlyState as FlyState
@@ -39,6 +40,7 @@ __all__ = [
     "SupervisedState",
     "adaptive_growth",
     "dst",
+    "dst_config",
     "fly_model",
     "growth_schedule",
     "sdmlp",

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcl._checks import positive_int
+from jaxcl._checks import fail, positive_int
 from jaxcl.losses import masked_mean_cross_entropy
 from jaxcl.optim import became_active, reset_moments
 from jaxcl.sparse import (
@@ -158,6 +158,36 @@ def sparsity_config(
         counts=jnp.asarray(counts, jnp.int32),
         densities=jnp.asarray(d, jnp.float32),
         growth=jnp.asarray([GROWTH.index(n) for n in names], jnp.int32),
+    )
+
+
+def dst_config(
+    learner: Learner, *, density: float, init: str = "erk", growth: str | Sequence[str] = "random"
+) -> DSTConfig:
+    """The :class:`DSTConfig` of another density, init and growth for a :func:`dst` learner.
+
+    :func:`sparsity_config` with the learner's parameter shapes and task count, read from
+    its state traced abstractly (``jax.eval_shape``: nothing is computed). Put into a state's
+    ``config`` (e.g. in the rows of :func:`jaxcl.cli.run_stacked`), it runs in the compiled
+    program of ``learner``: one compile serves every setting.
+
+    Args:
+      learner: a learner built by :func:`dst` (whose own setting is its default config).
+      density, init, growth: as in :func:`dst`.
+
+    Raises:
+      TypeError: ``learner``'s state is no :class:`DSTState`.
+      ValueError: a setting :func:`dst` refuses, e.g. a growth schedule of another length.
+    """
+    state = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    if not isinstance(state, DSTState):
+        fail("learner", "a dst learner (state DSTState)", type(state).__name__, TypeError)
+    return sparsity_config(
+        leaf_shapes(state.params),
+        density=density,
+        init=init,
+        growth=growth,
+        num_tasks=state.config.growth.shape[0],
     )
 
 
