@@ -281,6 +281,7 @@ def plot_metric_bars(
     axes[0, 0].set_ylabel(ylabel)
     handles, legends = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, legends, loc="lower center", ncol=n, bbox_to_anchor=(0.5, -0.2))
+    return save_figure(fig, path)
 
 
 def heatmap(
