@@ -216,7 +216,7 @@ def sdmlp(method: str) -> Callable[[bool, int | None], Setup]:
             sdm.METHODS[method], dataset="mnist", epochs_per_task=10, pixel_scale="raw", quick=quick
         )
         config = _resized(config, batch_size)
-        return _built(lambda: sdm.build_run(config, data_dir=SYNTHETIC), "supervised", config)
+        return _built(lambda: sdm.build_run(config, data_dir=SYNTHETIC), "sdmlp", config)
 
     return build
 
