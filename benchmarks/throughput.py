@@ -8,7 +8,7 @@ gradient; padding rows of the last partial batch are not counted); element-wise 
 (weight standardisation, activation, optimizer) is not counted, so the ratio to the
 measured matmul rate is an honest lower bound on how busy the machine is. The persistent
 compilation cache (:mod:`jaxcl.compile_cache`) is on: with a warm cache, ``compile_s`` is
-the time to load the program (``JAXCL_CACHE_DIR=off`` measures compiling).
+the time to load the program (``JAXCL_COMPILE_CACHE=0`` measures compiling).
 
     python benchmarks/throughput.py [--seeds 1,4,16,64] [--out results/throughput.json]
 """

@@ -201,7 +201,7 @@ def experiment_parser(
     parser.add_argument(
         "--no-compile-cache",
         action="store_true",
-        help=f"do not use the persistent compilation cache (${compile_cache.CACHE_DIR_ENV})",
+        help=f"compile afresh: no persistent compilation cache (also {compile_cache.SWITCH_ENV}=0)",
     )
     if not resumable:
         parser.set_defaults(checkpoint_every=0, seed_chunk=0, no_checkpoint=True)

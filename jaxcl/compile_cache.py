@@ -4,16 +4,13 @@ On a CPU, a short run is mostly compiling: each experiment's program is compiled
 before its first step. JAX can keep compiled executables on disk, keyed by the program,
 its shapes and shardings, the backend and the versions of jax and jaxlib, and a later
 process that compiles the same program loads it instead (JAX documentation, "Persistent
-compilation cache"). :func:`enable` turns it on for this process:
+compilation cache"). :func:`enable` turns it on for this process, in ``jax/`` under
+jaxcl's cache directory (:func:`jaxcl.io.cache_root`: ``$JAXCL_CACHE_DIR``, default
+``~/.cache/jaxcl``). ``JAXCL_COMPILE_CACHE=0`` (or ``off``, ``false``, ``no``) turns it
+off, as does an experiment's ``--no-compile-cache``.
 
-* directory: ``$JAXCL_CACHE_DIR``; unset, ``$XDG_CACHE_HOME/jaxcl/jax`` (default
-  ``~/.cache/jaxcl/jax``);
-* off: ``JAXCL_CACHE_DIR=off`` (or ``0``, ``none``, empty), or an experiment's
-  ``--no-compile-cache``.
-
-A cache entry can only be reused by the same program on the same jax/jaxlib and backend,
-so a stale entry is never loaded for a changed program; the directory may be deleted at
-any time.
+An entry is only ever loaded by the same program on the same jax/jaxlib and backend, so a
+changed program compiles afresh; the directory may be deleted at any time.
 """
 
 from __future__ import annotations
@@ -23,23 +20,21 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["CACHE_DIR_ENV", "cache_dir", "enable"]
+from jaxcl.io import cache_root
 
-CACHE_DIR_ENV = "JAXCL_CACHE_DIR"
-_OFF = ("", "0", "off", "none")
+__all__ = ["SWITCH_ENV", "cache_dir", "enable"]
+
+SWITCH_ENV = "JAXCL_COMPILE_CACHE"
+_OFF = ("0", "off", "false", "no")
 # Cache every program: on CPU the many sub-second compiles of a run add up to most of it.
 _MIN_COMPILE_SECONDS = 0.0
 
 
 def cache_dir() -> Path | None:
-    """The cache directory that ``$JAXCL_CACHE_DIR`` selects (module docstring); None: off."""
-    value = os.environ.get(CACHE_DIR_ENV)
-    if value is None:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "jaxcl" / "jax"
-    if value.strip().lower() in _OFF:
+    """The compiled programs' directory, ``<cache root>/jax``; None if switched off."""
+    if os.environ.get(SWITCH_ENV, "").strip().lower() in _OFF:
         return None
-    return Path(value).expanduser()
+    return cache_root() / "jax"
 
 
 def enable(directory: str | os.PathLike | None = None) -> Path | None:
@@ -48,7 +43,7 @@ def enable(directory: str | os.PathLike | None = None) -> Path | None:
     Call it before the process compiles anything: JAX fixes its cache at the first compile.
 
     Returns:
-      The directory in use, or None if the cache is off.
+      The directory in use, or None if the cache is switched off.
     """
     path = cache_dir() if directory is None else Path(directory)
     if path is None:

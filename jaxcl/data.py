@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from jaxcl import _checks
+from jaxcl.io import cache_root
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -195,10 +196,6 @@ def _find_version_dir(
     )
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("JAXCL_CACHE_DIR", Path.home() / ".cache" / "jaxcl"))
-
-
 def _read_split(version_dir: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
@@ -284,7 +281,7 @@ def _write_cache(cache: Path, stamp: int, data: ArrayDataset) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, version_dir: Path) -> ArrayDataset:
-    cache = _cache_dir() / f"{name}-{version_dir.name}.npz"
+    cache = cache_root() / f"{name}-{version_dir.name}.npz"
     # The cache key includes the source file's mtime, so a re-prepared copy is re-read.
     stamp = int((version_dir / "dataset_info.json").stat().st_mtime)
     data = _read_cache(cache, stamp)

@@ -24,14 +24,27 @@ import jax
 import numpy as np
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "atomic_write_bytes",
     "atomic_write_text",
+    "cache_root",
     "digest",
     "finite_or_none",
     "json_ready",
     "read_json",
     "write_json",
 ]
+
+CACHE_DIR_ENV = "JAXCL_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """jaxcl's cache directory: ``$JAXCL_CACHE_DIR``, default ``~/.cache/jaxcl``.
+
+    It holds decoded datasets (:mod:`jaxcl.data`) and, under ``jax/``, compiled programs
+    (:mod:`jaxcl.compile_cache`); everything in it can be rebuilt, so it may be deleted.
+    """
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "jaxcl").expanduser()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

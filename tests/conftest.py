@@ -1,7 +1,7 @@
 """Suite-wide settings and the ``needs_data`` marker.
 
 Strict numerics: implicit rank promotion is a bug here. JAX's persistent compilation cache
-is on (:mod:`jaxcl.compile_cache`; ``JAXCL_CACHE_DIR=off`` turns it off). Tests never
+is on (:mod:`jaxcl.compile_cache`; ``JAXCL_COMPILE_CACHE=0`` turns it off). Tests never
 download: a test that needs a dataset is marked ``@pytest.mark.needs_data("mnist", ...)``
 and is skipped, naming the datasets, when :func:`jaxcl.data.available` finds no prepared
 copy.
@@ -17,7 +17,7 @@ from jaxcl import compile_cache, data
 os.environ.setdefault("JAXCL_NO_DOWNLOAD", "1")  # subprocesses inherit it
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-compile_cache.enable()  # a second run of the suite loads its programs ($JAXCL_CACHE_DIR)
+compile_cache.enable()  # a second run of the suite loads its programs
 
 
 def pytest_configure(config):

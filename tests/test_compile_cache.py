@@ -26,22 +26,29 @@ print(sorted({e.rsplit("/", 1)[-1] for e in events if e.endswith(("_hits", "_mis
 @pytest.mark.parametrize(
     ("env", "want"),
     [
-        ({"XDG_CACHE_HOME": "/x"}, Path("/x/jaxcl/jax")),
-        ({"JAXCL_CACHE_DIR": "/y/cache"}, Path("/y/cache")),
-        ({"JAXCL_CACHE_DIR": "off"}, None),
-        ({"JAXCL_CACHE_DIR": ""}, None),
-        ({"JAXCL_CACHE_DIR": "0"}, None),
+        ({"HOME": "/h"}, Path("/h/.cache/jaxcl/jax")),
+        ({"JAXCL_CACHE_DIR": "/y/cache"}, Path("/y/cache/jax")),
+        ({"JAXCL_CACHE_DIR": "/y/cache", "JAXCL_COMPILE_CACHE": "0"}, None),
+        ({"JAXCL_COMPILE_CACHE": "off"}, None),
+        ({"JAXCL_COMPILE_CACHE": "1"}, Path("/h/.cache/jaxcl/jax")),
     ],
 )
 def test_the_directory_and_off(monkeypatch, env, want):
-    monkeypatch.delenv("JAXCL_CACHE_DIR", raising=False)
+    for name in ("JAXCL_CACHE_DIR", "JAXCL_COMPILE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/h")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert compile_cache.cache_dir() == want
 
 
-def _run(cache):
-    env = {**os.environ, "JAXCL_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+def _run(root, switch="1"):
+    env = {
+        **os.environ,
+        "JAXCL_CACHE_DIR": str(root),
+        "JAXCL_COMPILE_CACHE": switch,
+        "PYTHONPATH": str(ROOT),
+    }
     out = subprocess.run(
         [sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, check=True
     )
@@ -49,10 +56,10 @@ def _run(cache):
 
 
 def test_a_second_process_loads_what_the_first_compiled(tmp_path):
-    cache = tmp_path / "cache"
-    assert _run(cache) == [str(cache), "['cache_misses']"]
+    cache = tmp_path / "jax"
+    assert _run(tmp_path) == [str(cache), "['cache_misses']"]
     written = sorted(cache.iterdir())
     assert written
-    assert _run(cache) == [str(cache), "['cache_hits']"]
+    assert _run(tmp_path) == [str(cache), "['cache_hits']"]
     assert sorted(cache.iterdir()) == written
-    assert _run("off") == ["None", "[]"]
+    assert _run(tmp_path, switch="0") == ["None", "[]"]
