@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
-import dataclasses
 import hashlib
 import math
 import operator
@@ -56,7 +55,7 @@ import numpy as np
 import jaxcl
 from jaxcl import compile_cache, execution, metrics, report
 from jaxcl.engine import EngineState, Results, Run, seed_keys
-from jaxcl.experiment import Experiment
+from jaxcl.experiment import Experiment, config_record
 from jaxcl.io import json_ready
 
 DEBUG_ENV = "JAXCL_DEBUG"
@@ -249,8 +248,7 @@ def run_method(
     ``final_diagnostics`` measures the trained learners and ``init`` builds the initial
     states of rows that are not plain seeds (see :func:`jaxcl.execution.run_seeds`).
     """
-    if dataclasses.is_dataclass(config):
-        config = dataclasses.asdict(config)
+    config = config_record(config)
     checkpoint_dir = None if args.no_checkpoint else Path(args.out) / "checkpoints" / method
     return execution.run_seeds(
         run,
@@ -463,10 +461,8 @@ def method_row(
         row = {"method": name, "metrics": {}}
         if isinstance(outcome, Results):
             row["diverged_seeds"] = report.diverged_seeds(outcome)
-    if dataclasses.is_dataclass(config):
-        row["config"] = dataclasses.asdict(config)
-    elif isinstance(config, Mapping):
-        row["config"] = dict(config)
+    if (record := config_record(config)) is not None:
+        row["config"] = record
     if experiment.diagnostics and isinstance(outcome, Results):
         reported = [n for n in experiment.diagnostics if n in outcome.diagnostics]
         after = {n: np.asarray(outcome.diagnostics[n]) for n in reported}

@@ -37,15 +37,15 @@ def cache_dir() -> Path | None:
     return cache_root() / "jax"
 
 
-def enable(directory: str | os.PathLike | None = None) -> Path | None:
-    """Turns on the persistent compilation cache in ``directory`` (default :func:`cache_dir`).
+def enable() -> Path | None:
+    """Turns on the persistent compilation cache in :func:`cache_dir`.
 
     Call it before the process compiles anything: JAX fixes its cache at the first compile.
 
     Returns:
       The directory in use, or None if the cache is switched off.
     """
-    path = cache_dir() if directory is None else Path(directory)
+    path = cache_dir()
     if path is None:
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))

@@ -88,6 +88,7 @@ __all__ = [
     "Experiment",
     "checklist",
     "comparisons",
+    "config_record",
     "difference",
     "quick_note",
     "seed_timing",
@@ -99,6 +100,14 @@ Rows = Sequence[dict[str, Any]]
 Args = argparse.Namespace
 Execute = Callable[[list[tuple[str, Any]], Args], Iterable[tuple[str, Any]]]
 Extras = Callable[[Mapping[str, Any], Args], tuple[Mapping[str, Any], str]]
+
+
+def config_record(config: Any) -> dict[str, Any] | None:
+    """A method's configuration as a dict (a dataclass's fields, a mapping's items), as
+    results.json and checkpoint fingerprints hold it; None for anything else."""
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    return dict(config) if isinstance(config, Mapping) else None
 
 
 def standard_run_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -321,8 +330,7 @@ def seed_timing_extras(
         t = previous.get("timing")
         if args.timing:
             config, run = timed(args)
-            saved = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-            t = {"config": dict(saved), "seeds": args.seeds}
+            t = {"config": config_record(config), "seeds": args.seeds}
             t.update(seed_timing(run, args.seeds, curves))
         if t is None:
             return {"timing": None}, ""
