@@ -14,6 +14,15 @@ the same ``--out`` resumes, and methods already finished are not run again (see
 (optimizer and model hyperparameters, data sizes) and the library version, so a changed
 hyperparameter is refused, never mixed.
 
+Several processes. ``--coordinator HOST:PORT --num-processes N --process-id I`` make the
+command one of N processes, usually one per host, each running the same command with its
+own id (``--distributed`` takes the three from a cluster environment that JAX detects):
+:func:`join_processes` joins them before any JAX computation, the seeds are sharded over
+the devices of all of them, each checkpoints its seeds under the shared ``--out``
+(:mod:`jaxcl.execution`), and process 0 alone prints and writes ``results.json``,
+``table.md`` and the plots. Rerunning every process's command resumes. ``--out`` is not
+locked then: the processes share it.
+
 Errors. Every flag is checked while parsing, before any data is loaded or compiled,
 ``--out`` included (a writable directory, created if needed). :func:`main` runs an
 experiment as a command: an error prints one line and exits with status 2 for a command
@@ -53,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcl
-from jaxcl import compile_cache, execution, metrics, report
+from jaxcl import compile_cache, execution, metrics, processes, report
 from jaxcl.engine import EngineState, Results, Run, seed_keys
 from jaxcl.experiment import Experiment, config_record
 from jaxcl.io import json_ready
@@ -79,10 +88,12 @@ class ExperimentParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)
+        check_processes(parsed)
         if getattr(parsed, "out", None) is not None:  # last: every other flag is valid
             parsed.out = writable_directory(parsed.out)
             scope = _COMMAND_SCOPE.get()
-            if scope is not None:  # run as a command: --out is ours until it exits
+            # Run as a command: --out is ours until it exits (shared by a multi-process run).
+            if scope is not None and not multi_process(parsed):
                 scope.enter_context(execution.lock_directory(parsed.out))
         return parsed
 
@@ -129,6 +140,17 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
+
+
+def host_port(text: str) -> str:
+    """``argparse`` type: ``HOST:PORT``, a port in [1, 65535] (an IPv6 host in brackets)."""
+    host, _, port = text.rpartition(":")
+    bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+    if not host or bare_ipv6 or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be HOST:PORT with a port in [1, 65535], got {text!r}"
+        )
+    return text
 
 
 def method_names(methods: Sequence[str]) -> Callable[[str], list[str]]:
@@ -202,6 +224,30 @@ def experiment_parser(
         action="store_true",
         help=f"compile afresh: no persistent compilation cache (also {compile_cache.SWITCH_ENV}=0)",
     )
+    processes_flags = parser.add_argument_group(
+        "several processes (one per host, every one running the same command; README)"
+    )
+    processes_flags.add_argument(
+        "--coordinator",
+        type=host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="address of process 0 and a free port there, the same for every process",
+    )
+    processes_flags.add_argument(
+        "--num-processes", type=positive_int, default=None, help="how many processes run"
+    )
+    processes_flags.add_argument(
+        "--process-id",
+        type=non_negative_int,
+        default=None,
+        help="this process, 0 .. N-1 (process 0 writes the results)",
+    )
+    processes_flags.add_argument(
+        "--distributed",
+        action="store_true",
+        help="take the three from the cluster's environment (Slurm, Open MPI, Cloud TPU)",
+    )
     if not resumable:
         parser.set_defaults(checkpoint_every=0, seed_chunk=0, no_checkpoint=True)
         return parser
@@ -221,6 +267,46 @@ def experiment_parser(
         "--no-checkpoint", action="store_true", help="do not save checkpoints under --out"
     )
     return parser
+
+
+def check_processes(args: argparse.Namespace) -> None:
+    """Refuses an incomplete or inconsistent ``--coordinator``, ``--num-processes``,
+    ``--process-id``, ``--distributed`` (:class:`UsageError`)."""
+    flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes}
+    flags["--process-id"] = args.process_id
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given and args.distributed:
+        raise UsageError(
+            "--distributed must be given alone (it reads the processes from the cluster's "
+            f"environment), got it with {', '.join(given)}"
+        )
+    if 0 < len(given) < len(flags):
+        raise UsageError(
+            "--coordinator, --num-processes and --process-id must be given together, got "
+            f"only {' and '.join(given)}"
+        )
+    if given and args.process_id >= args.num_processes:
+        raise UsageError(
+            f"--process-id must be an integer in [0, {args.num_processes - 1}] (--num-processes "
+            f"{args.num_processes}), got {args.process_id}"
+        )
+
+
+def multi_process(args: argparse.Namespace) -> bool:
+    """Whether the flags make this process one of several (``--distributed`` may)."""
+    return args.distributed or (args.num_processes or 1) > 1
+
+
+def join_processes(args: argparse.Namespace) -> None:
+    """Joins the processes the flags name (``jax.distributed.initialize``); none: nothing.
+
+    Call it before any JAX computation. Afterwards ``jax.devices()`` lists the devices of
+    every process, over which :mod:`jaxcl.execution` shards the seeds.
+    """
+    if args.distributed:
+        jax.distributed.initialize()
+    elif args.num_processes is not None:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def chunk_size(args: argparse.Namespace, num_tasks: int) -> int:
@@ -404,6 +490,7 @@ def experiment_args(
     if experiment.flags is not None:
         experiment.flags(parser)
     args = parser.parse_args(argv)
+    join_processes(args)
     if experiment.derive is not None:
         args = argparse.Namespace(**{**vars(args), **experiment.derive(args)})
     return args
@@ -505,6 +592,7 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
     ``--out`` whose rows cannot be merged (:func:`previous_results`), runs the chosen
     methods printing a line as each finishes, then writes ``results.json``, ``table.md``
     (header, table, findings, extras' text; also printed) and the plots into ``--out``.
+    In a multi-process run only process 0 prints and writes; every process returns the rows.
     """
     args = experiment_args(experiment, argv)
     if not args.no_compile_cache:
@@ -522,18 +610,22 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
         outcomes = _each_method(experiment, configs, args)
     config_of = dict(configs)
     width = max(map(len, methods), default=0)
+    main_process = processes.is_main()  # the one that prints and writes the results
     rows = []
     start = time.perf_counter()
     for name, outcome in outcomes:
         seconds = time.perf_counter() - start
         rows.append(method_row(experiment, name, outcome, config_of[name], args, seconds))
-        print(_row_line(experiment, rows[-1], width), flush=True)
+        if main_process:
+            print(_row_line(experiment, rows[-1], width), flush=True)
         start = time.perf_counter()
     rows = report.merge_rows(previous["rows"], rows, order=list(experiment.methods))
 
     extras, extras_text = {}, ""
     if experiment.extras is not None:
         extras, extras_text = experiment.extras(previous, args)
+    if not main_process:
+        return rows
     text = experiment_text(experiment, rows, args) + extras_text
     print("\n" + text)
 

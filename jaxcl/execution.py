@@ -8,10 +8,18 @@
   size is recorded in ``checkpoint_dir/grouping.json`` and reused on resume, so a rerun
   with other free memory continues the saved groups; an explicit size that differs from
   the record is overridden (with a warning) while saved work exists.
-* **Devices.** Each group's seed axis is sharded over all local devices
-  (``jax.sharding``); a group is padded with repeats of its last seed to a multiple of the
-  device count, and the repeats are dropped. Multi-host: call
-  ``jax.distributed.initialize()`` first and every process runs the same command.
+* **Devices.** Each group's seed axis is sharded over all devices (``jax.sharding``); a
+  group is padded with repeats of its last seed to a multiple of the device count, and the
+  repeats are dropped.
+* **Several processes.** After ``jax.distributed.initialize`` (the experiments'
+  ``--coordinator``, ``--num-processes``, ``--process-id``) every process makes the same
+  call on the same ``checkpoint_dir`` (a shared file system). The devices are those of
+  every process (the global mesh); each process saves the seeds on its own devices in
+  every checkpoint (orbax), process 0 alone writes the files shared by all (the
+  grouping's record, a group's ``results.npz``; :mod:`jaxcl.processes`), and every
+  process returns the results of all seeds. The processes agree on the group size and on
+  stopping: a stop signal to any of them stops all at the same chunk boundary. A rerun
+  of every process's command resumes.
 * **Checkpoints.** With ``checkpoint_dir``, the whole carry of a group is saved after
   every chunk of tasks (:mod:`jaxcl.checkpoint`); running the same call again resumes from
   the newest intact checkpoint and gives bit-identical results. A finished group keeps
@@ -26,7 +34,7 @@
   :func:`run_seeds` in the same process raises :class:`Interrupted` before starting.
 * **Exclusive use.** ``checkpoint_dir`` is locked (:func:`lock_directory`) while a run
   uses it; a second process gets :class:`DirectoryLocked` naming the holder's pid. (Not
-  in multi-host runs, whose processes share the directory by design.)
+  in multi-process runs, whose processes share the directory by design.)
 
 Rows other than plain seeds: ``init`` builds a group's initial carry from its integers,
 so an experiment may give each row of the seed axis its own configuration (e.g.
@@ -54,6 +62,7 @@ import numpy as np
 from jaxcl.checkpoint import Checkpointer, saved_steps
 from jaxcl.engine import EngineState, Results, Run, TaskRecord, concatenate_results, seed_keys
 from jaxcl.io import atomic_write_bytes, atomic_write_text, digest
+from jaxcl.processes import each_process, host_array, is_main
 
 # The trained learners of a seed group (leading seed axis) -> {name: [S, ...] array}.
 FinalDiagnostics = Callable[[EngineState], Mapping[str, Any]]
@@ -220,6 +229,15 @@ def _deferred_signals() -> Iterator[None]:
         os.close(read_fd)
 
 
+def _stopping() -> bool:
+    """Whether to stop at this chunk boundary: a stop signal reached this process or, in
+    a multi-process run, another one (collective, so that all stop at the same boundary)."""
+    flags = each_process(_stop.signal is not None)
+    if _stop.signal is None and flags.any():
+        _stop.signal = f"a stop signal to process {int(np.argmax(flags))}"
+    return _stop.signal is not None
+
+
 def _interrupted(what: str, directory: Path | None) -> Interrupted:
     """The stop, ``what`` said when, ``directory`` where the work done so far is saved."""
     where = f"; saved in {directory}" if directory else " (no checkpoint: nothing saved)"
@@ -279,7 +297,7 @@ def _run_group(
     for start in range(tasks_done, num_tasks, chunk):
         state, record = run.run_chunk(state, start)
         for buffer, value in zip(jax.tree.leaves(records), jax.tree.leaves(record), strict=True):
-            buffer[:, start : start + chunk] = np.asarray(value)
+            buffer[:, start : start + chunk] = host_array(value)
         tasks_done = min(start + chunk, num_tasks)
         if checkpointer is not None:
             checkpointer.save(
@@ -287,18 +305,19 @@ def _run_group(
             )
         if progress is not None:
             progress.update((tasks_done - start) * len(seeds))
-        if _stop.signal and tasks_done < num_tasks:
+        if tasks_done < num_tasks and _stopping():
             what = f"after task {tasks_done}/{num_tasks} of seeds {seeds[0]}..{seeds[-1]}"
             raise _interrupted(what, directory)
     results = run.collect(state, init_correct, [records])
     if final_diagnostics is not None:
-        final = jax.device_get(dict(final_diagnostics(state)))
+        final = jax.tree.map(host_array, dict(final_diagnostics(state)))
         results = results._replace(diagnostics={**results.diagnostics, **final})
     results = jax.tree.map(lambda x: x[: len(seeds)], results)  # drop the device padding
     if checkpointer is not None:
-        _save_results(done_file, results)
         checkpointer.close()
-        shutil.rmtree(directory / "steps", ignore_errors=True)  # keep only the results
+        if is_main():
+            _save_results(done_file, results)
+            shutil.rmtree(directory / "steps", ignore_errors=True)  # keep only the results
     return results
 
 
@@ -365,7 +384,8 @@ def _seed_chunk(
             )  # fmt: skip
         return recorded
     size = requested or auto_seed_chunk(run, num_seeds)
-    atomic_write_text(record, json.dumps({"seed_chunk_size": size}) + "\n")
+    if is_main():
+        atomic_write_text(record, json.dumps({"seed_chunk_size": size}) + "\n")
     return size
 
 
@@ -417,14 +437,16 @@ def run_seeds(
         raise ValueError("seeds is empty: give at least one seed")
     if seed_chunk_size is not None and seed_chunk_size < 1:
         raise ValueError(f"seed_chunk_size must be a positive integer, got {seed_chunk_size}")
-    if _stop.signal:  # received during an earlier run of this process
+    if _stopping():  # received during an earlier run of this process (or another)
         raise Interrupted(f"Interrupted by {_stop.signal} before this run started.")
     checkpoint_dir = Path(checkpoint_dir).resolve() if checkpoint_dir is not None else None
     lock = contextlib.nullcontext()
     if checkpoint_dir is not None and jax.process_count() == 1:  # multi-host: shared by design
         lock = lock_directory(checkpoint_dir)
     with lock:
-        seed_chunk_size = _seed_chunk(run, len(seeds), checkpoint_dir, seed_chunk_size)
+        # Process 0's grouping for all (free memory may differ between hosts).
+        chosen = _seed_chunk(run, len(seeds), checkpoint_dir, seed_chunk_size)
+        seed_chunk_size = int(each_process(chosen)[0])
         init = init or (lambda group: run.init(seed_keys(group)))
         fingerprint = {
             **dict(fingerprint or {}),
@@ -448,7 +470,7 @@ def run_seeds(
                 parts.append(
                     _run_group(run, group, directory, fingerprint, init, bar, final_diagnostics)
                 )
-                if _stop.signal:  # the group's last chunk was running: its results are saved
+                if _stopping():  # the group's last chunk was running: its results are saved
                     raise _interrupted(f"after finishing seeds {group[0]}..{group[-1]}", directory)
     if bar is not None:
         bar.close()

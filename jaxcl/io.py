@@ -7,7 +7,8 @@ file behind: readers see the old file or the new one. JSON has no NaN or infinit
 ``null``.
 
 This is the storage layer's only module: :mod:`jaxcl.checkpoint`, :mod:`jaxcl.execution`
-and :mod:`jaxcl.report` write through it, and it imports no other jaxcl module.
+and :mod:`jaxcl.report` write through it. A digest covers whole arrays, also those sharded
+over the hosts of a multi-process run (:func:`jaxcl.processes.host_array`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from jaxcl.processes import host_array
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -125,10 +128,13 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def digest(tree: Any) -> str:
-    """SHA-256 over every leaf's dtype, shape and bytes, in tree order (hex)."""
+    """SHA-256 over every leaf's dtype, shape and bytes, in tree order (hex).
+
+    Collective in a multi-process run whose ``tree`` holds arrays spread over processes.
+    """
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(tree):
-        array = np.asarray(jax.device_get(leaf))
+        array = host_array(leaf)
         h.update(f"{array.dtype}{array.shape}".encode())
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()

@@ -19,7 +19,7 @@ ROOT = Path(jaxcl.__file__).resolve().parent
 # (``optim``, ``sparse``, ``models``, ``learners``, ``engine``) take their layer from their
 # top-level name; ``jaxcl`` itself (the package, only its version) is layer 0.
 LAYERS = {
-    0: ("jaxcl", "_checks", "_registry", "types", "io", "compile_cache"),
+    0: ("jaxcl", "_checks", "_registry", "types", "io", "compile_cache", "processes"),
     1: ("activations", "schedules", "losses", "data", "optim", "sparse", "models"),
     2: ("scenarios", "regularizers"),
     3: ("learners",),

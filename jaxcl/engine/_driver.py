@@ -24,6 +24,7 @@ from jaxcl.engine._program import EngineState, TaskRecord, chunk_seed, init_seed
 from jaxcl.engine._results import Results
 from jaxcl.engine._seeds import place, seed_sharding
 from jaxcl.engine._spec import RunSpec
+from jaxcl.processes import host_array
 from jaxcl.scenarios import Scenario
 from jaxcl.types import Learner
 
@@ -114,23 +115,26 @@ class Run:
         records = []
         for start in range(0, self.spec.num_tasks, self.spec.chunk_size):
             state, record = self.run_chunk(state, start)
-            records.append(jax.device_get(record))
+            records.append(jax.tree.map(host_array, record))
         return self.collect(state, init_correct, records)
 
     def collect(
         self, state: EngineState, init_correct: jax.Array, records: Sequence[TaskRecord]
     ) -> Results:
         """:class:`Results` from the final carry, the pre-training counts and the records
-        ``[S, chunk, ...]`` of consecutive chunks (tasks past the end are dropped)."""
+        ``[S, chunk, ...]`` of consecutive chunks (tasks past the end are dropped).
+
+        Collective in a multi-process run: the seed rows are gathered from every process.
+        """
         t = self.spec.num_tasks
         stacked = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1)[:, :t], *records)
-        init_correct = np.asarray(init_correct)
+        init_correct = host_array(init_correct)
         return Results(
             correct=stacked.correct,
             count=np.tile(np.asarray(self.scenario.test_count), (init_correct.shape[0], 1)),
             init_correct=init_correct,
             train_loss=stacked.train_loss,
-            diverged_at=np.asarray(state.diverged_at),
+            diverged_at=host_array(state.diverged_at),
             diagnostics=dict(stacked.diagnostics),
         )
 

@@ -3,7 +3,8 @@
 Seed ``s`` always runs from ``PRNGKey(s)``, whatever the other seeds of the call, so a
 seed's results do not depend on how many seeds run beside it or on which device. Every
 leaf of a seed-batched tree has the seed axis first; on several devices that axis is
-sharded, one block of seeds per device.
+sharded, one block of seeds per device. In a multi-process run (:mod:`jaxcl.processes`)
+the devices are those of every process, so each process holds only its own blocks.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
 
 
 def seed_sharding(num_seeds: int) -> NamedSharding | None:
-    """The seed axis split over all devices (None on one device).
+    """The seed axis split over all devices, of every process (None on one device).
 
     Raises:
       ValueError: ``num_seeds`` is not a multiple of the device count (pad the seeds, as
