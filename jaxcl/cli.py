@@ -304,7 +304,14 @@ def join_processes(args: argparse.Namespace) -> None:
     every process, over which :mod:`jaxcl.execution` shards the seeds.
     """
     if args.distributed:
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except ValueError as err:  # JAX found no cluster environment to read them from
+            raise UsageError(
+                "--distributed must run where JAX detects the processes (Slurm, Open MPI, "
+                f"Cloud TPU), got {str(err).rstrip('.')!r}; give --coordinator, --num-processes "
+                "and --process-id"
+            ) from err
     elif args.num_processes is not None:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 

@@ -150,3 +150,20 @@ def test_ipv6_coordinators_are_bracketed(tmp_path):
     args = cli.experiment_parser("d", methods=["m"]).parse_args([*argv, "--out", str(tmp_path)])
     assert (args.coordinator, args.num_processes, args.process_id) == ("[::1]:8476", 2, 1)
     assert cli.multi_process(args)
+
+
+def test_distributed_without_a_cluster_says_what_to_give(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "JAX_"))}
+    script = str(ROOT / "experiments" / "hard_ash.py")
+    done = subprocess.run(
+        [sys.executable, script, "--distributed", "--quick", "--out", str(tmp_path)],
+        env={**env, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "hard_ash.py: error: --distributed must run where JAX detects the processes"
+    ), done.stderr
+    assert done.stderr.rstrip().endswith("give --coordinator, --num-processes and --process-id")
