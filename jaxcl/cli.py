@@ -235,12 +235,17 @@ def experiment_parser(
         help="address of process 0 and a free port there, the same for every process",
     )
     processes_flags.add_argument(
-        "--num-processes", type=positive_int, default=None, help="how many processes run"
+        "--num-processes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="how many processes run",
     )
     processes_flags.add_argument(
         "--process-id",
         type=non_negative_int,
         default=None,
+        metavar="I",
         help="this process, 0 .. N-1 (process 0 writes the results)",
     )
     processes_flags.add_argument(
