@@ -1,7 +1,8 @@
 """The seed axis: one PRNG key per seed, and its split over devices.
 
 Seed ``s`` always runs from ``PRNGKey(s)``, whatever the other seeds of the call, so a
-seed's results do not depend on how many seeds run beside it or on which device. Every
+seed's run does not depend on how many seeds run beside it or on which device, up to the
+float rounding of XLA's batched code for another number of seeds per device. Every
 leaf of a seed-batched tree has the seed axis first; on several devices that axis is
 sharded, one block of seeds per device. In a multi-process run (:mod:`jaxcl.processes`)
 the devices are those of every process, so each process holds only its own blocks.
