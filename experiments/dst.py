@@ -26,9 +26,13 @@ mask counts, regrown weights' Adam moments reset, free weights entering a task's
 freshly initialised, no test-time augmentation, no best-train-accuracy checkpoint, and
 (F-MNIST) far fewer steps than the paper's 25-100 CIFAR epochs.
 
-The cells of one task count share one compiled program (densities, inits and growth
-schedules are data in the learner state), stacked on the seed axis and resumable
-(:func:`jaxcl.cli.run_stacked`; ``--seed-chunk`` counts (seed, cell) rows).
+The cells of one task count are the cells of one compiled grid (:func:`jaxcl.engine.grid`):
+init, growth and sparsity are traced (the DST learner's per-layer counts and densities
+and its growth index per task, :func:`jaxcl.learners.dst_config`), the task count and
+everything else structural, so the default grid of 90 cells compiles 3 programs (one per
+task count), as before this configuration axis (then the cells were stacked on the seed
+axis by hand); its rows ``seed * cells + cell`` are checkpointed and resumable like seeds
+(``--seed-chunk`` counts rows).
 
 Measured (defaults, ``python experiments/dst.py``: Split-Fashion-MNIST, 3 seeds, 90 cells):
 19.5 min on 2 CPU cores shared with two light jobs (T=5 152 s, T=10 393 s, T=20 621 s).
@@ -73,12 +77,14 @@ QUICK.update(max_train_per_task=64, max_test_per_task=32, stage_sizes=(1, 1), wi
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One row of the grid."""
+    """One row of the grid; ``config``: its task count's :class:`Config`, set by
+    ``configure`` (the structural part of the cell's program)."""
 
     init: str
     growth: str
     sparsity: int
     num_tasks: int
+    config: Config | None = None
 
     @property
     def name(self) -> str:
@@ -137,17 +143,25 @@ def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.
     )
 
 
-def build_run(
-    config: Config, scenario: scenarios.Scenario, cell: Cell, *, chunk_size: int = 1
-) -> engine.Run:
-    """The compiled run of one task count; ``cell`` only sets the learner's default config."""
+def model_for(config: Config, scenario: scenarios.Scenario) -> Any:
+    """The CNN (F-MNIST, MNIST) or ResNet-18 (CIFAR-100) of ``config``."""
     if config.dataset == "cifar100":
         shapes = dict(stage_sizes=config.stage_sizes, widths=config.widths)
-        model = ResNet(**shapes, num_classes=scenario.num_classes, image_shape=(32, 32, 3))
-    else:
-        model = CNN(
-            num_classes=scenario.num_classes, channels=config.channels, hidden=config.hidden
-        )
+        return ResNet(**shapes, num_classes=scenario.num_classes, image_shape=(32, 32, 3))
+    return CNN(num_classes=scenario.num_classes, channels=config.channels, hidden=config.hidden)
+
+
+def run_options(config: Config, *, chunk_size: int) -> dict[str, Any]:
+    return dict(
+        batch_size=config.batch_size,
+        epochs_per_task=config.epochs_per_task,
+        eval_batch_size=500,
+        chunk_size=chunk_size,
+    )
+
+
+def learner_for(config: Config, scenario: scenarios.Scenario, sparsity: learners.DSTConfig) -> Any:
+    """The DST learner of ``config`` with ``sparsity`` (concrete, or a grid cell's, traced)."""
     # The engine's batches per task (what it passes the learner as Batch.task_steps).
     sizes = dict(batch_size=config.batch_size, epochs_per_task=config.epochs_per_task)
     rows = dict(train_rows=scenario.train_idx.shape[1], test_rows=scenario.test_idx.shape[1])
@@ -155,39 +169,57 @@ def build_run(
     steps = spec.epochs[0] * spec.batches_per_epoch
     # LR ×0.1 at 1/2 and 3/4 of each task (the optimizer, hence its step count, restarts).
     boundaries = {round(steps / 2): 0.1, round(3 * steps / 4): 0.1}
-    learner = learners.dst(
-        model,
+    return learners.dst(
+        model_for(config, scenario),
         masked_adam(optax.piecewise_constant_schedule(config.learning_rate, boundaries)),
         input_dim=scenario.input_dim,
         task_classes=scenario.class_mask,
-        **cell.sparsity_kwargs(),
+        sparsity=sparsity,
         update_frequency=config.update_frequency,
         evaluation=config.evaluation,
     )
-    return engine.make_run(scenario, learner, **sizes, eval_batch_size=500, chunk_size=chunk_size)
 
 
-def with_sparsity(state: engine.EngineState, config: learners.DSTConfig) -> engine.EngineState:
-    return state._replace(learner=state.learner._replace(config=config))
+def cell_sparsity(config: Config, scenario: scenarios.Scenario, cell: Cell) -> learners.DSTConfig:
+    """The learner's arrays of ``cell``'s density, init and growth."""
+    return learners.dst_config(
+        model_for(config, scenario),
+        input_dim=scenario.input_dim,
+        num_tasks=scenario.num_tasks,
+        **cell.sparsity_kwargs(),
+    )
+
+
+def build_run(
+    config: Config, scenario: scenarios.Scenario, cell: Cell, *, chunk_size: int = 1
+) -> engine.Run:
+    """The compiled run of one cell alone (its settings constants of the program)."""
+    learner = learner_for(config, scenario, cell_sparsity(config, scenario, cell))
+    return engine.make_run(scenario, learner, **run_options(config, chunk_size=chunk_size))
+
+
+def build_grid(
+    config: Config, scenario: scenarios.Scenario, cells: dict[str, Cell], *, chunk_size: int = 1
+) -> engine.Run:
+    """The compiled grid run of ``cells`` of one task count (their settings traced)."""
+    values = {name: cell_sparsity(config, scenario, c)._asdict() for name, c in cells.items()}
+    return engine.make_run(
+        scenario,
+        lambda hparams: learner_for(config, scenario, learners.DSTConfig(**hparams)),
+        grid=engine.grid(values),
+        **run_options(config, chunk_size=chunk_size),
+    )
 
 
 def block_config(num_tasks: int, args: argparse.Namespace) -> Config:
     return config_for(args.dataset, num_tasks, quick=args.quick, evaluation=args.evaluation)
 
 
-def execute(methods: list[tuple[str, Cell]], args: argparse.Namespace):
-    """Each task count's cells as the rows of one run (:func:`jaxcl.cli.run_stacked`)."""
-    for t in TASK_COUNTS:
-        cells = [cell for _, cell in methods if cell.num_tasks == t]
-        if cells:
-            config = block_config(t, args)
-            scenario = build_scenario(config, data_dir=args.data_dir)
-            run = build_run(config, scenario, cells[0], chunk_size=cli.chunk_size(args, t))
-            configs = {
-                c.name: learners.dst_config(run.learner, **c.sparsity_kwargs()) for c in cells
-            }
-            fingerprint = dataclasses.asdict(config)
-            yield from cli.run_stacked(run, args, configs, fingerprint, place=with_sparsity)
+def grid_run(cells: dict[str, Cell], args: argparse.Namespace) -> engine.Run:
+    """The experiment's ``build_grid``: the cells of one task count (configured)."""
+    config = next(iter(cells.values())).config
+    scenario = build_scenario(config, data_dir=args.data_dir)
+    return build_grid(config, scenario, cells, chunk_size=cli.chunk_size(args, config.num_tasks))
 
 
 def row_metrics(results: engine.Results, cell: Cell, args: argparse.Namespace) -> dict:
@@ -198,8 +230,11 @@ def row_metrics(results: engine.Results, cell: Cell, args: argparse.Namespace) -
 
 
 def row_fields(results: engine.Results, cell: Cell, args: argparse.Namespace) -> dict:
-    config = block_config(cell.num_tasks, args)
-    return {"cell": dataclasses.asdict(cell), "config": dataclasses.asdict(config)}
+    fields = {"init": cell.init, "growth": cell.growth, "sparsity": cell.sparsity}
+    return {
+        "cell": {**fields, "num_tasks": cell.num_tasks},
+        "config": dataclasses.asdict(cell.config),
+    }
 
 
 def header(rows: Sequence[dict], args: argparse.Namespace) -> str:
@@ -288,7 +323,11 @@ EXPERIMENT = Experiment(
     name="dst",
     description=__doc__.splitlines()[0],
     methods={cell.name: cell for cell in GRID},
-    execute=execute,
+    configure=lambda cell, args: dataclasses.replace(
+        cell, config=block_config(cell.num_tasks, args)
+    ),
+    traced={cell.name: ("init", "growth", "sparsity") for cell in GRID},
+    build_grid=grid_run,
     quick_methods=[c.name for c in GRID if c.num_tasks == 5 and c.sparsity == 90],
     flags=flags,
     run_config=lambda args: {flag: getattr(args, flag) for flag in RUN_FLAGS},

@@ -23,6 +23,12 @@ the devices of all of them, each checkpoints its seeds under the shared ``--out`
 ``table.md`` and the plots. Rerunning every process's command resumes. ``--out`` is not
 locked then: the processes share it.
 
+Sweeps. Methods that differ only in the fields an experiment declares ``traced``
+(:mod:`jaxcl.experiment`) run as the cells of one compiled grid program (:func:`programs`):
+rows ``seed * cells + cell`` checkpointed under ``--out/checkpoints/grid-<digest of the
+cell names>``, whose fingerprint holds every cell's values; ``--help`` names the traced
+hyperparameters, and a line per grid says how many programs it compiled.
+
 Errors. Every flag is checked while parsing, before any data is loaded or compiled,
 ``--out`` included (a writable directory, created if needed). :func:`main` runs an
 experiment as a command: an error prints one line and exits with status 2 for a command
@@ -45,8 +51,8 @@ import argparse
 import contextlib
 import contextvars
 import hashlib
+import json
 import math
-import operator
 import os
 import re
 import sys
@@ -58,12 +64,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jaxcl
 from jaxcl import compile_cache, execution, metrics, processes, report
-from jaxcl.engine import EngineState, Results, Run, seed_keys
+from jaxcl.engine import GridResults, Results, Run
 from jaxcl.experiment import Experiment, config_record
 from jaxcl.io import json_ready
 
@@ -334,17 +339,17 @@ def run_method(
     *,
     seeds: int | None = None,
     final_diagnostics: execution.FinalDiagnostics | None = None,
-    init: execution.InitGroup | None = None,
-) -> Results:
-    """Runs seeds ``0..seeds−1`` (default ``--seeds``) of one method, checkpointed under ``--out``.
+) -> Results | GridResults:
+    """Runs seeds ``0..seeds−1`` (default ``--seeds``) of one method, or of every cell of a
+    grid run, checkpointed under ``--out``.
 
     ``config`` must hold everything that can change the method's results (optimizer and
     model hyperparameters, data sizes): with ``--quick`` and the library version it is the
     checkpoint's fingerprint, so resuming or reading back a finished method after any of
     them changed is refused (:class:`jaxcl.checkpoint.ConfigMismatchError`).
 
-    ``final_diagnostics`` measures the trained learners and ``init`` builds the initial
-    states of rows that are not plain seeds (see :func:`jaxcl.execution.run_seeds`).
+    ``final_diagnostics`` measures the trained learners (see
+    :func:`jaxcl.execution.run_seeds`, which also adds a grid's cells to the fingerprint).
     """
     config = config_record(config)
     checkpoint_dir = None if args.no_checkpoint else Path(args.out) / "checkpoints" / method
@@ -361,55 +366,7 @@ def run_method(
         seed_chunk_size=args.seed_chunk or None,
         progress=sys.stderr.isatty(),
         final_diagnostics=final_diagnostics,
-        init=init,
     )
-
-
-def stacked_init(
-    run: Run, values: Sequence[Any], place: Callable[[EngineState, Any], EngineState]
-) -> execution.InitGroup:
-    """Initial states of rows ``seed * len(values) + v`` (an :data:`~jaxcl.execution.InitGroup`).
-
-    A row is seed ``seed``'s initial state with ``values[v]`` put in by ``place(state,
-    stacked)``, ``stacked`` holding each row's value (pytrees of one structure) on the
-    leading axis.
-    """
-
-    def init(rows: Sequence[int]) -> tuple[EngineState, Any]:
-        state, init_correct = run.init(seed_keys([r // len(values) for r in rows]))
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(values[r % len(values)] for r in rows))
-        return place(state, stacked), init_correct
-
-    return init
-
-
-def run_stacked(
-    run: Run,
-    args: argparse.Namespace,
-    methods: Mapping[str, Any],
-    config: Mapping[str, Any],
-    *,
-    place: Callable[[EngineState, Any], EngineState],
-) -> Iterator[tuple[str, Results]]:
-    """Runs methods that differ only in data of the initial state as the rows of one run.
-
-    ``methods`` maps each name to its value (see :func:`stacked_init`): one compiled
-    program runs every method's ``--seeds`` seeds as rows ``seed * len(methods) + m``,
-    checkpointed like :func:`run_method`'s seeds (``--seed-chunk`` counts rows) under
-    ``--out/checkpoints/stacked-<hash of the names>``; ``config`` is everything else that
-    changes the results (the fingerprint holds the names, not the values: a method's value
-    must follow from its name and ``config``). Yields ``(name, Results)`` in order, as an
-    :class:`~jaxcl.experiment.Experiment`'s ``execute`` does.
-    """
-    names, n = list(methods), len(methods)
-    digest = hashlib.sha256(" ".join(names).encode()).hexdigest()[:10]
-    fingerprint = {"rows": "seed * len(methods) + method", "methods": names, **config}
-    init = stacked_init(run, list(methods.values()), place)
-    results = run_method(
-        run, args, f"stacked-{digest}", fingerprint, seeds=args.seeds * n, init=init
-    )
-    for m, name in enumerate(names):
-        yield name, jax.tree.map(operator.itemgetter(slice(m, None, n)), results)
 
 
 def selected_methods(args: argparse.Namespace, methods: Sequence[str]) -> list[str]:
@@ -501,6 +458,14 @@ def experiment_args(
         parser.add_argument("--data-dir", default=None, help="tfds data dir (else $TFDS_DATA_DIR)")
     if experiment.flags is not None:
         experiment.flags(parser)
+    if experiment.traced:
+        fields = sorted({field for names in experiment.traced.values() for field in names})
+        parser.epilog = (
+            f"Traced hyperparameters ({len(experiment.traced)} methods): {', '.join(fields)}. "
+            "Methods that differ only in them run as the cells of one compiled program (seeds "
+            "x cells on one vmapped axis, checkpointed like seeds); every other field of a "
+            "method's configuration is structural: a program of its own."
+        )
     args = parser.parse_args(argv)
     join_processes(args)
     if experiment.derive is not None:
@@ -533,16 +498,89 @@ def chosen_methods(experiment: Experiment, args: argparse.Namespace) -> list[str
 
 
 def _each_method(
+    experiment: Experiment, name: str, config: Any, args: argparse.Namespace
+) -> Results:
+    """One method alone: its run built, its seeds run (checkpointed, resumable)."""
+    run = experiment.build(config, args)
+    final = None
+    if experiment.final_diagnostics is not None:
+        final = experiment.final_diagnostics(run, config)
+    seeds = None if experiment.seeds is None else experiment.seeds(config, args)
+    return run_method(run, args, name, config, seeds=seeds, final_diagnostics=final)
+
+
+def structural_config(config: Any, traced: Sequence[str]) -> dict[str, Any]:
+    """``config``'s record without its ``traced`` fields: what compiles a program of its own.
+
+    Raises:
+      ValueError: ``config`` is no dataclass or mapping, or lacks a traced field.
+    """
+    record = config_record(config)
+    if record is None or not set(traced) <= set(record):
+        allowed = f"a dataclass or mapping with the traced fields {sorted(traced)}"
+        raise ValueError(f"a traced method's config must be {allowed}, got {config!r}")
+    return {key: value for key, value in record.items() if key not in traced}
+
+
+def programs(
+    experiment: Experiment, configs: Sequence[tuple[str, Any]]
+) -> list[list[tuple[str, Any]]]:
+    """The chosen methods grouped into compiled programs, in the order of their first method.
+
+    A method without traced fields is a program of its own; traced methods (``experiment
+    .traced``) share one when they trace the same fields and agree on every other one.
+    """
+    groups: dict[Any, list[tuple[str, Any]]] = {}
+    for name, config in configs:
+        traced = tuple(experiment.traced.get(name, ()))
+        key: Any = name
+        if traced:
+            structural = json_ready(structural_config(config, traced))
+            key = (traced, json.dumps(structural, sort_keys=True, default=str))
+        groups.setdefault(key, []).append((name, config))
+    return list(groups.values())
+
+
+def _grid_program(
+    experiment: Experiment, methods: list[tuple[str, Any]], args: argparse.Namespace
+) -> GridResults:
+    """Methods that differ only in traced fields as the cells of one grid run."""
+    names = [name for name, _ in methods]
+    run = experiment.build_grid(dict(methods), args)
+    if run.grid is None or list(run.grid.names) != names:
+        got = None if run.grid is None else list(run.grid.names)
+        raise ValueError(f"build_grid's run must have a grid of the cells {names}, got {got}")
+    name, config = methods[0]
+    traced = experiment.traced[name]
+    final = None
+    if experiment.final_diagnostics is not None:
+        final = experiment.final_diagnostics(run, config)
+    seeds = None if experiment.seeds is None else experiment.seeds(config, args)
+    seeds = args.seeds if seeds is None else seeds
+    digest = hashlib.sha256(" ".join(names).encode()).hexdigest()[:10]
+    fingerprint = {"traced": list(traced), **structural_config(config, traced)}
+    results = run_method(
+        run, args, f"grid-{digest}", fingerprint, seeds=seeds, final_diagnostics=final
+    )
+    shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
+    print(
+        f"{len(names)} cells ({shown}; traced: {', '.join(traced)}) x {seeds} seeds: rows of "
+        f"{run.num_compiles} compiled program(s)",
+        flush=True,
+    )
+    return results
+
+
+def _each_program(
     experiment: Experiment, configs: list[tuple[str, Any]], args: argparse.Namespace
 ) -> Iterator[tuple[str, Results]]:
-    """Every method alone: its run built, its seeds run (checkpointed, resumable)."""
-    for name, config in configs:
-        run = experiment.build(config, args)
-        final = None
-        if experiment.final_diagnostics is not None:
-            final = experiment.final_diagnostics(run, config)
-        seeds = None if experiment.seeds is None else experiment.seeds(config, args)
-        yield name, run_method(run, args, name, config, seeds=seeds, final_diagnostics=final)
+    """Every program (:func:`programs`): a method alone, or a grid's cells, in order."""
+    for methods in programs(experiment, configs):
+        name, config = methods[0]
+        if name not in experiment.traced:
+            yield name, _each_method(experiment, name, config, args)
+        else:
+            yield from _grid_program(experiment, methods, args).items()
 
 
 def method_row(
@@ -619,7 +657,7 @@ def run_experiment(experiment: Experiment, argv: Sequence[str] | None = None) ->
     if experiment.execute is not None:
         outcomes = experiment.execute(configs, args)
     else:
-        outcomes = _each_method(experiment, configs, args)
+        outcomes = _each_program(experiment, configs, args)
     config_of = dict(configs)
     width = max(map(len, methods), default=0)
     main_process = processes.is_main()  # the one that prints and writes the results

@@ -36,9 +36,10 @@
   uses it; a second process gets :class:`DirectoryLocked` naming the holder's pid. (Not
   in multi-process runs, whose processes share the directory by design.)
 
-Rows other than plain seeds: ``init`` builds a group's initial carry from its integers,
-so an experiment may give each row of the seed axis its own configuration (e.g.
-``experiments/dst.py`` numbers rows ``seed * num_cells + cell``).
+Grids: a grid run (:mod:`jaxcl.engine._grid`) runs every seed for every cell, as rows
+``seed * C + cell`` of the same axis; groups, devices, checkpoints and resume work on rows
+exactly as on seeds (``seed_chunk_size`` counts rows), the fingerprint names every cell's
+values, and the results come back as :class:`jaxcl.engine.GridResults`.
 """
 
 from __future__ import annotations
@@ -60,14 +61,12 @@ import jax
 import numpy as np
 
 from jaxcl.checkpoint import Checkpointer, saved_steps
-from jaxcl.engine import EngineState, Results, Run, TaskRecord, concatenate_results, seed_keys
+from jaxcl.engine import EngineState, GridResults, Results, Run, TaskRecord, concatenate_results
 from jaxcl.io import atomic_write_bytes, atomic_write_text, digest
 from jaxcl.processes import each_process, host_array, is_main
 
 # The trained learners of a seed group (leading seed axis) -> {name: [S, ...] array}.
 FinalDiagnostics = Callable[[EngineState], Mapping[str, Any]]
-# A group's integers (device-padded) -> its initial carry and pre-training counts.
-InitGroup = Callable[[Sequence[int]], tuple[EngineState, jax.Array]]
 _MEMORY_FRACTION = 0.5  # of the free memory one seed group may plan to use
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger(__name__)
@@ -265,7 +264,6 @@ def _run_group(
     seeds: Sequence[int],
     directory: Path | None,
     fingerprint: Mapping[str, Any],
-    init: InitGroup,
     progress: Any,
     final_diagnostics: FinalDiagnostics | None,
 ) -> Results:
@@ -277,7 +275,7 @@ def _run_group(
             results = _load_results(done_file)
             if results is not None:
                 return results
-    state, init_correct = init(_padded(seeds))
+    state, init_correct = run.init_rows(_padded(seeds))
     records = _empty_records(run, state)
     tasks_done = 0
     if checkpointer is not None:
@@ -398,31 +396,27 @@ def run_seeds(
     seed_chunk_size: int | None = None,
     progress: bool = False,
     final_diagnostics: FinalDiagnostics | None = None,
-    init: InitGroup | None = None,
-) -> Results:
-    """Runs ``seeds`` through ``run``, resumably; see the module docstring.
+) -> Results | GridResults:
+    """Runs ``seeds`` through ``run`` (every cell of a grid run), resumably; see the module
+    docstring.
 
     Args:
       run: the compiled run; its ``chunk_size`` is the checkpoint interval in tasks.
       seeds: integer seeds; seed ``s`` uses ``PRNGKey(s)``.
       checkpoint_dir: where checkpoints live; None disables checkpointing.
       fingerprint: the run's configuration; resuming with a different one is refused.
-      seed_chunk_size: seeds per group; None derives it from the compiled program's memory.
-        A grouping recorded in ``checkpoint_dir`` with saved work takes precedence.
+      seed_chunk_size: seeds (rows of a grid) per group; None derives it from the compiled
+        program's memory. A grouping recorded in ``checkpoint_dir`` with saved work takes
+        precedence.
       progress: show a progress bar (tasks x seeds).
       final_diagnostics: measures the trained learners: called once per seed group with
         the group's final :class:`~jaxcl.engine.EngineState` (leading seed axis), it
         returns ``{name: [S, ...] array}``, merged into ``Results.diagnostics`` (names
         must differ from the learner's) and saved with the results, so a finished group
         that is not run again still has them (e.g. an evaluation the engine does not do).
-      init: builds a group's initial carry (leading axis: the given integers, in order) and
-        its pre-training counts from the group's integers, padded with repeats of the last
-        to a multiple of the device count. Default ``run.init(seed_keys(seeds))``. The
-        integers then name rows rather than seeds: ``fingerprint`` must describe what
-        they mean, and every row's carry must have the shapes of ``run.init``'s.
 
     Returns:
-      :class:`Results` for ``seeds``, in order.
+      :class:`Results` for ``seeds``, in order; for a grid run, :class:`GridResults`.
 
     Raises:
       Interrupted: SIGINT/SIGTERM arrived (in this call or an earlier one); the run saved
@@ -443,35 +437,34 @@ def run_seeds(
     lock = contextlib.nullcontext()
     if checkpoint_dir is not None and jax.process_count() == 1:  # multi-host: shared by design
         lock = lock_directory(checkpoint_dir)
+    rows = run.rows(seeds)
     with lock:
         # Process 0's grouping for all (free memory may differ between hosts).
-        chosen = _seed_chunk(run, len(seeds), checkpoint_dir, seed_chunk_size)
+        chosen = _seed_chunk(run, len(rows), checkpoint_dir, seed_chunk_size)
         seed_chunk_size = int(each_process(chosen)[0])
-        init = init or (lambda group: run.init(seed_keys(group)))
         fingerprint = {
             **dict(fingerprint or {}),
+            **({} if run.grid is None else {"grid": run.grid.record()}),
             "num_tasks": run.spec.num_tasks,
             "chunk_size": run.spec.chunk_size,
             "batch_size": run.spec.batch_size,
             "epochs_per_task": run.spec.epochs_per_task,
         }
-        groups = [seeds[i : i + seed_chunk_size] for i in range(0, len(seeds), seed_chunk_size)]
+        groups = [rows[i : i + seed_chunk_size] for i in range(0, len(rows), seed_chunk_size)]
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(seeds) * run.spec.num_tasks, desc="seed-tasks", leave=False)
+            bar = tqdm(total=len(rows) * run.spec.num_tasks, desc="seed-tasks", leave=False)
         parts = []
         with _deferred_signals():
             for group in groups:
                 directory = None
                 if checkpoint_dir is not None:
                     directory = checkpoint_dir / f"seeds_{group[0]}-{group[-1]}"
-                parts.append(
-                    _run_group(run, group, directory, fingerprint, init, bar, final_diagnostics)
-                )
+                parts.append(_run_group(run, group, directory, fingerprint, bar, final_diagnostics))
                 if _stopping():  # the group's last chunk was running: its results are saved
                     raise _interrupted(f"after finishing seeds {group[0]}..{group[-1]}", directory)
     if bar is not None:
         bar.close()
-    return concatenate_results(parts)
+    return run.results(concatenate_results(parts))

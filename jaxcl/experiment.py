@@ -21,11 +21,16 @@ the same, see the README's "Your own benchmark"):
    runs every seed of the method, resumably, and makes the row. Per-method seed counts:
    ``seeds(config, args)``; a measurement of the trained learners (an evaluation the
    engine does not do, e.g. :func:`jaxcl.evaluation.training_accuracy`):
-   ``final_diagnostics(run, config)``. Methods that share one
-   compiled program (rows stacked on the seed axis, run by :func:`jaxcl.cli.run_stacked`,
-   checkpointed under ``args.out`` unless ``args.no_checkpoint``) or are not engine runs
-   at all (a toy computed in NumPy) give ``execute`` instead of ``build``; a row's
-   ``seconds`` is the time until it is yielded.
+   ``final_diagnostics(run, config)``. Methods that are not engine runs at all (a toy
+   computed in NumPy) give ``execute`` instead of ``build``; a row's ``seconds`` is the
+   time until it is yielded.
+2b. **Sweeps.** ``traced = {method: names of its config's fields that are traced}``:
+   methods whose configs agree on every other field (the structural ones) run as the cells
+   of one compiled program (:func:`jaxcl.engine.grid`: seeds × cells on one vmapped axis,
+   checkpointed and resumable as seeds are), built by ``build_grid(configs, args) ->
+   engine.Run`` from ``{method: config}``, whose grid's cells are those methods in that
+   order. A traced method always runs as a cell, also alone; other methods run ``build``.
+   ``--help`` says which hyperparameters are traced.
 3. **Rows.** A row holds the engine's metrics (``report.result_row``: ``pooled_acc``,
    ``acc``, ``bwt``, ``fwt``, ``forgetting``, ...; ``engine_metrics=False`` leaves them
    out, for runs that evaluate only the current task), ``config`` and ``seconds``; the
@@ -63,10 +68,12 @@ Every hook's ``args`` is the parsed ``argparse.Namespace``: the common flags (``
 Where the scripts' particular needs go: SDM's fewer seeds for 10K-neuron rows, ``seeds``;
 its dead units after each task, ``diagnostics``; its ``--dataset``, ``flags`` +
 ``configure`` + a ``table`` with that dataset's paper numbers; CLASSP's evaluation on the
-training sets, ``final_diagnostics``; its two tables, ``table``; DST's grid cells stacked in
-one program per task count, ``execute`` (and ``quick_methods``); plasticity's current-task-
-only evaluation, ``engine_metrics=False``; its timing of vmapped against sequential seeds,
-``extras`` from :func:`seed_timing_extras`; Hard ASH's ``--grid``, ``method_sets``.
+training sets, ``final_diagnostics``; its two tables, ``table``; DST's grid cells, one
+program per task count, ``traced`` + ``build_grid`` (and ``quick_methods``); plasticity's
+current-task-only evaluation, ``engine_metrics=False``; its timing of vmapped against
+sequential seeds, ``extras`` from :func:`seed_timing_extras`; its ρ/r/α sweep, a method
+set whose methods are ``traced``; Hard ASH's ``--grid``, ``method_sets`` and one program
+per optimizer family (``traced``).
 """
 
 from __future__ import annotations
@@ -127,6 +134,10 @@ class Experiment:
       execute: instead of ``build``: ``(methods, args)`` with ``methods`` the selected
         ``(name, config)`` pairs, yielding ``(name, outcome)`` as each finishes; an
         outcome is :class:`jaxcl.engine.Results` or anything ``row_metrics`` reads.
+      traced: ``{method: field names}``, the fields of the method's config that are traced
+        hyperparameters (module docstring, Sweeps); methods not named have none.
+      build_grid: ``({method: config}, args) -> engine.Run``, the grid run of methods that
+        differ only in their traced fields (cells named by the methods, in order).
       configure: ``(spec, args) -> config``; None: the spec is the config.
       default_methods: the methods run without ``--methods``; None: all.
       quick_methods: the methods run with ``--quick`` and without ``--methods``; None:
@@ -167,6 +178,8 @@ class Experiment:
     methods: Mapping[str, Any]
     build: Callable[[Any, Args], engine.Run] | None = None
     execute: Execute | None = None
+    traced: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+    build_grid: Callable[[Mapping[str, Any], Args], engine.Run] | None = None
     configure: Callable[[Any, Args], Any] | None = None
     default_methods: Sequence[str] | None = None
     quick_methods: Sequence[str] | None = None
@@ -199,13 +212,22 @@ class Experiment:
         for name in self.methods:
             if not isinstance(name, str) or not name or "," in name:
                 _checks.fail("each method name", "a non-empty string without commas", name)
-        if (self.build is None) == (self.execute is None):
-            given = "both" if self.build is not None else "neither"
-            _checks.fail("build or execute", "given (exactly one of them)", given)
+        builds = self.build is not None or self.build_grid is not None
+        if builds == (self.execute is not None):
+            given = "both" if builds else "neither"
+            _checks.fail("build (or build_grid) or execute", "given (exactly one)", given)
+        for name, fields in self.traced.items():
+            if isinstance(fields, str) or not fields or not all(isinstance(f, str) for f in fields):
+                _checks.fail(f"traced[{name!r}]", "a non-empty sequence of field names", fields)
+        if self.execute is None and self.traced and self.build_grid is None:
+            _checks.fail("build_grid", "given for the methods with traced fields", None)
+        if self.execute is None and len(self.traced) < len(self.methods) and self.build is None:
+            _checks.fail("build", "given for the methods without traced fields", None)
         named = {
             "default_methods": self.default_methods or (),
             "quick_methods": self.quick_methods or (),
             "paper": self.paper,
+            "traced": self.traced,
             **{f"method_sets[{key!r}]": names for key, names in self.method_sets.items()},
         }
         for field, names in named.items():

@@ -1,6 +1,6 @@
 """The DST experiment: the quick grid block on real Fashion-MNIST, resuming after SIGKILL,
-the stacked cells, and the CIFAR-100 / ResNet-18 pipeline on mocked CIFAR-shaped data
-through the real loader."""
+the grid's rows of cells and seeds, and the CIFAR-100 / ResNet-18 pipeline on mocked
+CIFAR-shaped data through the real loader."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from experiments import dst
-from jaxcl import cli, data, engine, learners, scenarios, sparse
+from jaxcl import cli, data, engine, scenarios, sparse
 
 
 def test_unknown_method_lists_valid_names(tmp_path):
@@ -57,7 +57,7 @@ cli.run_experiment(dst.EXPERIMENT, sys.argv[1:])
 """
 
 
-def test_stacked_rows_pair_each_seed_with_each_cell():
+def test_grid_rows_pair_each_seed_with_each_cell():
     config = dst.config_for("fashion_mnist", 5, quick=True, evaluation="task_il")
     rng = np.random.default_rng(0)
     ds = data.ArrayDataset(
@@ -70,15 +70,12 @@ def test_stacked_rows_pair_each_seed_with_each_cell():
     head = sparse.EVALUATIONS[config.evaluation]
     scenario = scenarios.from_class_groups(ds, scenarios.class_groups(10, num_tasks=5), head=head)
     cells = [dst.Cell("erk", "random", 80, 5), dst.Cell("uniform", "gradient", 95, 5)]
-    run = dst.build_run(config, scenario, cells[0])
-    configs = [learners.dst_config(run.learner, **cell.sparsity_kwargs()) for cell in cells]
-    init = cli.stacked_init(run, configs, dst.with_sparsity)
-    state, _ = init([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
-    alone = [run.init(engine.seed_keys([seed]))[0] for seed in (0, 1, 2)]
-    np.testing.assert_array_equal(
-        state.key, np.concatenate([alone[s].key for s in (0, 0, 1, 1, 2)])
-    )
-    counts = np.asarray(state.learner.config.counts)
+    run = dst.build_grid(config, scenario, {cell.name: cell for cell in cells})
+    state, _ = run.init_rows([0, 1, 2, 3, 5])  # seeds 0 0 1 1 2, cells 0 1 0 1 1
+    alone = dst.build_run(config, scenario, cells[0])
+    keys = [alone.init(engine.seed_keys([seed]))[0].key for seed in (0, 1, 2)]
+    np.testing.assert_array_equal(state.key, np.concatenate([keys[s] for s in (0, 0, 1, 1, 2)]))
+    counts = np.asarray(state.hparams["counts"])
     np.testing.assert_array_equal(counts[[0, 2]], counts[[0, 0]])  # same cell, same config
     np.testing.assert_array_equal(counts[[1, 3, 4]], counts[[1, 1, 1]])
     assert counts[1].sum() < counts[0].sum()  # 95 % sparse keeps fewer weights than 80 %
@@ -158,11 +155,9 @@ def test_cifar100_resnet_pipeline_on_mocked_data(tmp_path, monkeypatch):
     assert scenario.input_dim == 32 * 32 * 3 and scenario.head == "shared"
     assert scenario.task_names[1] == "/".join(map(str, range(20, 40)))
     cells = [dst.Cell("erk", "momentum", 80, 5), dst.Cell("uniform", "adaptive", 95, 5)]
-    run = dst.build_run(config, scenario, cells[0])
-    configs = [learners.dst_config(run.learner, **cell.sparsity_kwargs()) for cell in cells]
-    init = cli.stacked_init(run, configs, dst.with_sparsity)
-    state, _ = jax.eval_shape(lambda: init(range(4)))
-    assert state.learner.config.counts.shape == (4, 7)  # 2 seeds x 2 cells, 7 layers
+    run = dst.build_grid(config, scenario, {cell.name: cell for cell in cells})
+    state, _ = jax.eval_shape(lambda: run.init_rows(range(4)))
+    assert state.hparams["counts"].shape == (4, 7)  # 2 seeds x 2 cells, 7 layers
     record = run.abstract_record(state)
     assert record.correct.shape == (4, run.spec.chunk_size, 5)
     assert record.diagnostics["layer_density"].shape == (4, run.spec.chunk_size, 7)

@@ -32,7 +32,7 @@ def trained(sc: scenarios.Scenario, seeds: int) -> tuple[engine.Run, engine.Engi
     run = engine.make_run(sc, learner, batch_size=4)
     keys = engine.seed_keys(range(10, 10 + seeds))
     zeros = jnp.zeros((seeds,), jnp.int32)
-    return run, engine.EngineState(jnp.zeros((seeds,)), keys, zeros, zeros - 1)
+    return run, engine.EngineState(jnp.zeros((seeds,)), keys, zeros, zeros - 1, {})
 
 
 def read_label(state, x, key):

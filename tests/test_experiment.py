@@ -5,13 +5,13 @@ import json
 import re
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from jaxcl import cli, data, engine, learners, scenarios
+from jaxcl.checkpoint import ConfigMismatchError
 from jaxcl.experiment import (
     Difference,
     Experiment,
@@ -142,13 +142,14 @@ def test_a_command_exits_with_status_2_for_usage_and_1_for_failures(tmp_path, ca
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"execute": None}, "build or execute must be given (exactly one of them), got 'neither'"),
+        ({"execute": None}, "or execute must be given (exactly one), got 'neither'"),
         ({"build": lambda c, a: None}, "got 'both'"),
         ({"methods": {}}, "methods must be a non-empty mapping"),
         ({"methods": {"a,b": 1}}, "each method name must be a non-empty string without commas"),
         ({"default_methods": ("z",)}, "each name of default_methods must be one of 'a', 'b'"),
         ({"method_sets": {"s": ("z",)}}, "each name of method_sets['s'] must be one of"),
         ({"paper": {"z": {}}}, "each name of paper must be one of"),
+        ({"traced": {"z": ("x",)}}, "each name of traced must be one of"),
         ({"default_seeds": 0}, "default_seeds must be a positive integer, got 0"),
     ],
 )
@@ -206,10 +207,14 @@ def blobs_scenario() -> scenarios.Scenario:
     return scenarios.split(data.ArrayDataset(*sample(64), *sample(32), 4), classes_per_task=2)
 
 
+def toy_learner(learning_rate):
+    return learners.supervised(nn.Dense(4), optax.sgd(learning_rate), input_dim=8)._replace(
+        diagnostics=lambda state: {"norm": jnp.sum(state.params["kernel"] ** 2)}
+    )
+
+
 def build(config, args):
-    learner = learners.supervised(
-        nn.Dense(4), optax.sgd(config.learning_rate), input_dim=8
-    )._replace(diagnostics=lambda state: {"norm": jnp.sum(state.params["kernel"] ** 2)})
+    learner = toy_learner(config.learning_rate)
     return engine.make_run(
         blobs_scenario(), learner, batch_size=16, chunk_size=cli.chunk_size(args, 2)
     )
@@ -308,26 +313,68 @@ def test_seed_timing_extras_measure_under_timing_and_keep_the_measurement_otherw
     assert payload_and_table()[0]["timing"] == timing  # kept while --timing is not given
 
 
-def test_stacked_methods_are_the_rows_of_one_run(tmp_path):
-    """cli.run_stacked: method m's seed s is row s * M + m, placed into seed s's state."""
-    argv = ["--seeds", "2", "--no-checkpoint", "--out", str(tmp_path)]
-    args = cli.experiment_args(ENGINE_TOY, argv)
-    run = build(Config(0.1), args)
+def build_grid(configs, args):
+    """The toy's methods that differ only in their learning rate, as the cells of one run."""
+    cells = {name: {"learning_rate": c.learning_rate} for name, c in configs.items()}
+    return engine.make_run(
+        blobs_scenario(),
+        lambda hparams: toy_learner(hparams["learning_rate"]),
+        grid=engine.grid(cells),
+        batch_size=16,
+        chunk_size=cli.chunk_size(args, 2),
+    )
 
-    def scale(state, factors):  # each row's initial weights times its factor
-        params = jax.tree.map(
-            lambda p: p * factors.reshape(-1, *[1] * (p.ndim - 1)), state.learner.params
-        )
-        return state._replace(learner=state.learner._replace(params=params))
 
-    stacked = dict(cli.run_stacked(run, args, {"one": 1.0, "zero": 0.0}, {}, place=scale))
-    alone = cli.run_method(run, args, "sgd", Config(0.1))
-    assert list(stacked) == ["one", "zero"]
-    for got in stacked.values():
-        assert got.accuracy.shape == alone.accuracy.shape  # [2 seeds, 2, 2]
-    np.testing.assert_array_equal(stacked["one"].diagnostics["norm"], alone.diagnostics["norm"])
-    np.testing.assert_array_equal(stacked["one"].accuracy, alone.accuracy)
-    assert not np.allclose(stacked["zero"].diagnostics["norm"], alone.diagnostics["norm"])
+SWEEP_TOY = dataclasses.replace(
+    ENGINE_TOY,
+    methods={"sgd": Config(0.1), "slow": Config(0.05), "frozen": Config(0.0, seeds=1)},
+    traced={"sgd": ("learning_rate",), "slow": ("learning_rate",)},
+    build_grid=build_grid,
+)
+
+
+def test_methods_that_differ_in_traced_fields_are_the_cells_of_one_program(tmp_path, capsys):
+    argv = ["--seeds", "2", "--out", str(tmp_path)]
+    rows = cli.run_experiment(SWEEP_TOY, argv)
+    assert [r["method"] for r in rows] == ["sgd", "slow", "frozen"]
+    assert "2 cells (sgd, slow; traced: learning_rate) x 2 seeds: rows of 1 compiled" in (
+        capsys.readouterr().out
+    )
+    (grid_dir,) = (tmp_path / "checkpoints").glob("grid-*")
+    fingerprint = json.loads((grid_dir / "seeds_0-3" / "fingerprint.json").read_text())
+    assert fingerprint["grid"] == {
+        "cells": ["sgd", "slow"],
+        "values": {"learning_rate": [pytest.approx(0.1), pytest.approx(0.05)]},
+    }
+    assert fingerprint["traced"] == ["learning_rate"] and fingerprint["seeds"] == [0, 1, 2, 3]
+    # A cell's seeds are those of the method run alone (its rate a constant there): SGD's
+    # update -lr * g is the same float32 product whether lr is traced or folded in.
+    plain = cli.run_experiment(ENGINE_TOY, ["--seeds", "2", "--methods", "sgd", "--out",
+                                            str(tmp_path / "plain")])  # fmt: skip
+    assert rows[0]["metrics"] == plain[0]["metrics"]
+    again = cli.run_experiment(SWEEP_TOY, argv)  # read back from the checkpoints
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in rows]
+    changed = dataclasses.replace(SWEEP_TOY, methods={**SWEEP_TOY.methods, "slow": Config(0.06)})
+    with pytest.raises(ConfigMismatchError, match="learning_rate"):
+        cli.run_experiment(changed, argv)  # the grid's values are in the fingerprint
+
+
+def test_help_says_which_hyperparameters_are_traced(capsys):
+    with pytest.raises(SystemExit):
+        cli.experiment_args(SWEEP_TOY, ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Traced hyperparameters (2 methods): learning_rate. Methods that differ only" in text
+    assert "every other field of a method's configuration is structural" in text
+
+
+def test_a_traced_method_needs_build_grid_and_a_field_of_that_name(tmp_path):
+    with pytest.raises(ValueError, match="build_grid must be given for the methods with traced"):
+        dataclasses.replace(SWEEP_TOY, build_grid=None)
+    with pytest.raises(ValueError, match=r"traced\['sgd'\] must be a non-empty sequence"):
+        dataclasses.replace(SWEEP_TOY, traced={"sgd": "learning_rate"})
+    bad = dataclasses.replace(SWEEP_TOY, traced={"sgd": ("rate",)})
+    with pytest.raises(ValueError, match="a traced method's config must be a dataclass or map"):
+        cli.run_experiment(bad, ["--no-checkpoint", "--out", str(tmp_path)])
 
 
 def test_diagnostics_become_metrics_and_per_task_fields(tmp_path):

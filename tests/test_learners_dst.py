@@ -33,13 +33,17 @@ SCENARIO = scenarios.split(blobs(), classes_per_task=2, head="task")
 MODEL = CNN(num_classes=4, image_shape=(8, 8, 1), channels=(4,), hidden=(8,))
 
 
-def make_learner(**overrides):
+def sparsity(density=0.5, init="erk", growth=("gradient", "momentum")):
+    return learners.dst_config(
+        MODEL, input_dim=64, num_tasks=2, density=density, init=init, growth=growth
+    )
+
+
+def make_learner(density=0.5, init="erk", growth=("gradient", "momentum"), **overrides):
     kwargs = dict(
         input_dim=64,
         task_classes=SCENARIO.class_mask,
-        density=0.5,
-        init="erk",
-        growth=("gradient", "momentum"),
+        sparsity=sparsity(density, init, growth),
         update_frequency=FREQ,
     )
     return learners.dst(MODEL, masked_adam(1e-2), **{**kwargs, **overrides})
@@ -83,8 +87,8 @@ def test_earlier_tasks_weights_are_bit_identical_and_bwt_is_zero(stream):
 
 def test_per_layer_densities_stay_exact(stream):
     _, states, _ = stream
+    counts = np.broadcast_to(sparsity().counts, (2, len(sparsity().counts)))  # [S, L]
     for s in states[1:]:
-        counts = s.learner.config.counts  # [S, L]
         for task in range(int(s.learner.task[0]) + 1):
             rows = [m[:, task] for m in _leaves(s.learner.task_masks)]
             np.testing.assert_array_equal(_counts(rows), counts)
@@ -165,35 +169,57 @@ def test_a_traced_total_gives_the_death_rate_of_a_constant_one(total):
         assert traced(s, jnp.int32(total)) == constant(s)
 
 
-def test_one_compile_serves_every_sparsity_config(stream):
-    run, states, _ = stream
-    config = learners.dst_config(run.learner, density=0.2, init="uniform", growth="unfired")
-    shapes = [s[1:] for s in sparse.leaf_shapes(states[0].learner.params)]  # no seed axis
-    state = jax.tree.map(jnp.asarray, states[0])
-    expected = np.broadcast_to(np.asarray(config.counts), (2, len(shapes)))
-    config = jax.tree.map(lambda x: jnp.broadcast_to(x, (2, *x.shape)), config)
-    state = state._replace(learner=state.learner._replace(config=config))
-    state, _ = run.run_chunk(state, 0)  # donates its input
+def test_one_compile_serves_every_sparsity_setting_of_a_grid():
+    cells = {
+        "half": sparsity()._asdict(),
+        "uniform-unfired": sparsity(0.2, "uniform", "unfired")._asdict(),
+    }
+
+    def build(hparams):
+        config = learners.DSTConfig(**hparams)
+        return make_learner(sparsity=config)
+
+    run = engine.make_run(SCENARIO, build, grid=engine.grid(cells), batch_size=8)
+    state, _ = run.init_rows(run.rows([0, 1]))  # rows: seed 0 of both cells, then seed 1
+    for task in range(SCENARIO.num_tasks):
+        state, _ = run.run_chunk(state, task)  # donates its input
     assert run.num_compiles == 1
-    np.testing.assert_array_equal(_counts(_leaves(state.learner.mask)), expected)
+    counts = np.stack([cells[name]["counts"] for name in ("half", "uniform-unfired")] * 2)
+    np.testing.assert_array_equal(_counts(_leaves(state.learner.mask)), counts)
 
 
-def test_dst_config_reads_the_learners_shapes_and_task_count():
-    learner = make_learner()
-    config = learners.dst_config(learner, density=0.5, growth=("gradient", "momentum"))
-    default = learner.init(jax.random.PRNGKey(0)).config  # dst's own setting
-    for got, want in zip(config, default, strict=True):
-        np.testing.assert_array_equal(got, want)
-    assert learners.dst_config(learner, density=0.2).counts.sum() < config.counts.sum()
-    adaptive = learners.dst_config(learner, density=0.5, growth=learners.adaptive_growth(2))
+def test_dst_config_reads_the_models_shapes():
+    config = sparsity(0.5, growth=("gradient", "momentum"))
+    shapes = sparse.leaf_shapes(MODEL.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"])
+    assert config.counts.shape == (len(shapes),) and config.growth.shape == (2,)
+    assert sparsity(0.2).counts.sum() < config.counts.sum()
+    adaptive = sparsity(0.5, growth=learners.adaptive_growth(2))
     np.testing.assert_array_equal(
         adaptive.growth, [sparse.GROWTH.index(g) for g in ("random", "gradient")]
     )
     with pytest.raises(ValueError, match=r"growth needs one name per task \(2\), got 3"):
-        learners.dst_config(learner, density=0.5, growth=("random",) * 3)
-    supervised = learners.supervised(MODEL, masked_adam(1e-2), input_dim=64)
-    with pytest.raises(TypeError, match=r"learner must be a dst learner .*, got 'SupervisedState'"):
-        learners.dst_config(supervised, density=0.5)
+        sparsity(0.5, growth=("random",) * 3)
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (dict(counts=np.zeros(2, np.int32)), ValueError, r"sparsity.counts must be of shape"),
+        (dict(growth=np.zeros(3, np.int32)), ValueError, r"sparsity.growth must be of shape"),
+        (dict(growth=np.asarray([0, 4])), ValueError, r"sparsity.growth must be in \[0, 3\]"),
+        (dict(counts=None), ValueError, r"sparsity.counts must be in \[1, layer size\]"),
+    ],
+)
+def test_a_bad_sparsity_setting_is_refused(change, error, match):
+    config = sparsity()
+    if change.get("counts", 0) is None:  # one more weight than the first layer has
+        shapes = sparse.leaf_shapes(MODEL.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"])
+        change = dict(counts=np.asarray(config.counts).copy())
+        change["counts"][0] = np.prod(shapes[0]) + 1
+    with pytest.raises(error, match=match):
+        make_learner(sparsity=config._replace(**change))
+    with pytest.raises(TypeError, match=r"sparsity must be a DSTConfig \(dst_config\), got 'dict'"):
+        make_learner(sparsity=config._asdict())
 
 
 @pytest.mark.parametrize(
@@ -247,7 +273,11 @@ def test_momentum_growth_needs_optimizer_moments():
 
     with pytest.raises(ValueError, match="'mu' and 'nu'"):
         learners.dst(
-            MODEL, optax.sgd(0.1), input_dim=64, task_classes=SCENARIO.class_mask, density=0.5
+            MODEL,
+            optax.sgd(0.1),
+            input_dim=64,
+            task_classes=SCENARIO.class_mask,
+            sparsity=sparsity(),
         )
 
 

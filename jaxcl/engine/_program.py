@@ -8,6 +8,10 @@ row ``t`` of the accuracy matrix ``R[t, j]``. The driver vmaps both over seeds a
 them; the scenario is an argument, not a closed-over constant, so no dataset is baked into
 the compiled program.
 
+The learner is built inside the program, ``build(state.hparams)``: a grid run's rows carry
+their cell's traced hyperparameters (:mod:`jaxcl.engine._grid`), a plain run's carry none
+(``{}``) and its ``build`` returns the same learner whatever it is given.
+
 Per-seed independence: nothing here reduces over seeds, so under the seed ``vmap`` a NaN
 in one seed never reaches another. Each seed records the first step where its loss
 stopped being finite (``EngineState.diverged_at``). Every ``lax.cond`` branches on values
@@ -23,6 +27,7 @@ its ``update`` key.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -33,16 +38,21 @@ from jaxcl.losses import mask_logits
 from jaxcl.scenarios import Scenario
 from jaxcl.types import Batch, Learner, PyTree
 
-__all__ = ["EngineState", "TaskRecord", "chunk_seed", "init_seed"]
+__all__ = ["Build", "EngineState", "TaskRecord", "chunk_seed", "init_seed"]
+
+# A row's traced hyperparameters -> its learner (called inside the compiled program).
+Build = Callable[[Mapping[str, jax.Array]], Learner]
 
 
 class EngineState(NamedTuple):
-    """Everything one seed carries between tasks (the checkpointable carry)."""
+    """Everything one row (a seed, or a seed of a grid's cell) carries between tasks (the
+    checkpointable carry)."""
 
     learner: PyTree
     key: jax.Array
     step: jax.Array  # int32: training steps taken so far
     diverged_at: jax.Array  # int32: first step with a non-finite loss, −1 if none
+    hparams: dict[str, jax.Array]  # the row's traced hyperparameters ({} outside a grid)
 
 
 class TaskRecord(NamedTuple):
@@ -209,7 +219,8 @@ def train_task(
     if learner.end_task is not None:
         batch = boundary_batch(spec, sc, task, k_end, learner.boundary_examples)
         lstate = learner.end_task(lstate, batch, k_end)
-    return EngineState(lstate, key, carry.step, carry.diverged_at), mean_loss
+    state = state._replace(learner=lstate, key=key, step=carry.step)
+    return state._replace(diverged_at=carry.diverged_at), mean_loss
 
 
 def evaluate(
@@ -248,25 +259,32 @@ def wanted_tasks(spec: RunSpec, task: jax.Array, num_tasks: int) -> jax.Array:
 
 
 def init_seed(
-    spec: RunSpec, learner: Learner, key: jax.Array, sc: Scenario
+    spec: RunSpec,
+    build: Build,
+    key: jax.Array,
+    hparams: Mapping[str, jax.Array],
+    sc: Scenario,
 ) -> tuple[EngineState, jax.Array]:
-    """One seed's initial carry and ``[T]`` pre-training correct counts (−1: not evaluated;
-    evaluated only with ``eval_tasks="all"``)."""
+    """One row's initial carry and ``[T]`` pre-training correct counts (−1: not evaluated;
+    evaluated only with ``eval_tasks="all"``); ``hparams`` are the row's."""
+    learner = build(hparams)
     k_init, k_run = jax.random.split(key)
     lstate = learner.init(k_init)
     wanted = jnp.full((sc.num_tasks,), spec.eval_tasks == "all")
-    state = EngineState(lstate, k_run, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
+    zero, hparams = jnp.zeros((), jnp.int32), dict(hparams)
+    state = EngineState(lstate, k_run, zero, jnp.full((), -1, jnp.int32), hparams)
     return state, evaluate(spec, learner, sc, lstate, wanted)
 
 
 def chunk_seed(
-    spec: RunSpec, learner: Learner, state: EngineState, start: jax.Array, sc: Scenario
+    spec: RunSpec, build: Build, state: EngineState, start: jax.Array, sc: Scenario
 ) -> tuple[EngineState, TaskRecord]:
-    """Tasks ``start .. start + chunk_size − 1`` of one seed; records ``[chunk, ...]``.
+    """Tasks ``start .. start + chunk_size − 1`` of one row; records ``[chunk, ...]``.
 
     Tasks past the end of the stream (the last chunk may overhang it) leave the carry
     as is and record ``correct = −1`` and a NaN loss.
     """
+    learner = build(state.hparams)
 
     def task_step(state: EngineState, task: jax.Array) -> tuple[EngineState, TaskRecord]:
         def run_task(state):

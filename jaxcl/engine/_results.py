@@ -43,7 +43,7 @@ class Results(NamedTuple):
     @property
     def accuracy(self) -> np.ndarray:
         """``R[s, i, j]``: accuracy on task j after task i (NaN where not evaluated)."""
-        return _ratio(self.correct, self.count[:, None, :])
+        return _ratio(self.correct, self.count[..., None, :])
 
     @property
     def init_accuracy(self) -> np.ndarray:

@@ -18,10 +18,11 @@ Per task t:
 4. task t is evaluated with ``W ⊙ M_t``, selected by the task identity
    (see :mod:`jaxcl.sparse._evaluation` for the evaluation variants).
 
-Masks, counters and the per-task growth criterion are arrays in the learner state: the
-whole stream runs inside the engine's scan without host round trips, and the per-layer
-counts and growth schedule (:class:`DSTConfig`) are data, so one compiled program serves
-every density, init and growth setting of a model.
+Masks and counters are arrays in the learner state: the whole stream runs inside the
+engine's scan without host round trips. The per-layer counts and the growth schedule
+(:class:`DSTConfig`, from :func:`dst_config`) are arrays the learner is built with: given
+as traced hyperparameters of a grid (:func:`jaxcl.engine.grid`), one compiled program
+serves every density, init and growth setting of a model.
 
 Deviations from the authors' code (deliberate): masks have exact per-layer counts
 (``bernoulli=True`` restores their draws); the optimizer moments of regrown weights are
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcl import _checks
 from jaxcl._checks import fail, positive_int
 from jaxcl.losses import masked_mean_cross_entropy
 from jaxcl.optim import became_active, reset_moments
@@ -68,7 +70,7 @@ MOMENTUM_EPS = 1e-8  # the authors' m / (sqrt(v) + 1e-8)
 
 
 class DSTConfig(NamedTuple):
-    """Per-run sparsity settings, as arrays (swap them in a state to reuse a compile).
+    """A sparsity setting as arrays, which may be traced (the cells of a grid).
 
     Attributes:
       counts: ``[L]`` int32 kept weights per layer (parameter leaf order).
@@ -96,7 +98,6 @@ class DSTState(NamedTuple):
         ``mask``).
       fired: bool, positions in the mask at any time during the current task.
       task: int32, the current task, −1 before the first.
-      config: the :class:`DSTConfig`.
     """
 
     params: PyTree
@@ -107,7 +108,6 @@ class DSTState(NamedTuple):
     task_masks: PyTree
     fired: PyTree
     task: jax.Array
-    config: DSTConfig
 
 
 def growth_schedule(growth: str | Sequence[str], num_tasks: int) -> tuple[str, ...]:
@@ -162,33 +162,52 @@ def sparsity_config(
 
 
 def dst_config(
-    learner: Learner, *, density: float, init: str = "erk", growth: str | Sequence[str] = "random"
+    model: nn.Module,
+    *,
+    input_dim: int,
+    num_tasks: int,
+    density: float,
+    init: str = "erk",
+    growth: str | Sequence[str] = "random",
 ) -> DSTConfig:
-    """The :class:`DSTConfig` of another density, init and growth for a :func:`dst` learner.
+    """The :class:`DSTConfig` of a density, an init and growth for :func:`dst` on ``model``.
 
-    :func:`sparsity_config` with the learner's parameter shapes and task count, read from
-    its state traced abstractly (``jax.eval_shape``: nothing is computed). Put into a state's
-    ``config`` (e.g. in the rows of :func:`jaxcl.cli.run_stacked`), it runs in the compiled
-    program of ``learner``: one compile serves every setting.
+    :func:`sparsity_config` with the model's parameter shapes, read from its initialisation
+    traced abstractly (``jax.eval_shape``: nothing is computed). Its fields
+    (``._asdict()``) are a grid cell's hyperparameters: one compiled program runs every
+    setting (``experiments/dst.py``).
 
     Args:
-      learner: a learner built by :func:`dst` (whose own setting is its default config).
-      density, init, growth: as in :func:`dst`.
-
-    Raises:
-      TypeError: ``learner``'s state is no :class:`DSTState`.
-      ValueError: a setting :func:`dst` refuses, e.g. a growth schedule of another length.
+      model: the Flax module :func:`dst` trains.
+      input_dim: D.
+      num_tasks: T.
+      density, init, growth: as :func:`sparsity_config`.
     """
-    state = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
-    if not isinstance(state, DSTState):
-        fail("learner", "a dst learner (state DSTState)", type(state).__name__, TypeError)
+    dummy = jnp.zeros((1, input_dim), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy)["params"]
     return sparsity_config(
-        leaf_shapes(state.params),
-        density=density,
-        init=init,
-        growth=growth,
-        num_tasks=state.config.growth.shape[0],
+        leaf_shapes(params), density=density, init=init, growth=growth, num_tasks=num_tasks
     )
+
+
+def check_sparsity(sparsity: DSTConfig, shapes: Sequence[Sequence[int]], num_tasks: int) -> None:
+    """Refuses a :class:`DSTConfig` of the wrong shapes, or with concrete values out of range
+    (a count outside ``[1, layer size]``, a growth index outside ``GROWTH``); traced values
+    were checked as a grid's cells."""
+    if not isinstance(sparsity, DSTConfig):
+        fail("sparsity", "a DSTConfig (dst_config)", type(sparsity).__name__, TypeError)
+    expected = {"counts": (len(shapes),), "densities": (len(shapes),), "growth": (num_tasks,)}
+    for name, shape in expected.items():
+        _checks.shape(f"sparsity.{name}", getattr(sparsity, name), shape)
+    sizes = np.asarray([np.prod(s, dtype=np.int64) for s in shapes])
+    bounds = {"counts": (1, sizes), "growth": (0, len(GROWTH) - 1)}
+    for name, (low, high) in bounds.items():
+        value = getattr(sparsity, name)
+        if not isinstance(value, jax.core.Tracer) and not np.all(
+            (low <= np.asarray(value)) & (np.asarray(value) <= high)
+        ):
+            allowed = "in [1, layer size]" if name == "counts" else f"in [0, {len(GROWTH) - 1}]"
+            fail(f"sparsity.{name}", allowed, np.asarray(value).tolist())
 
 
 def _momentum_reader(optimizer: optax.GradientTransformation, params: PyTree):
@@ -219,9 +238,7 @@ def dst(
     *,
     input_dim: int,
     task_classes: Any,
-    density: float,
-    init: str = "erk",
-    growth: str | Sequence[str] = "random",
+    sparsity: DSTConfig,
     update_frequency: int = 100,
     death_rate: float = 0.5,
     final_death_rate: float = 0.005,
@@ -271,11 +288,10 @@ def dst(
       input_dim: D.
       task_classes: ``[T, C]`` bool classes of each task (``scenario.class_mask``); the
         loss uses the task's logits only (the authors slice the head).
-      density: overall density of each task's mask, in (0, 1] (1 − sparsity), at least
-        :func:`jaxcl.sparse.min_density` so that every layer keeps a weight.
-      init: ``"erk"`` or ``"uniform"`` per-layer densities.
-      growth: a criterion of ``GROWTH`` for every task, or one per task
-        (:func:`adaptive_growth`).
+      sparsity: the per-layer counts and densities and the growth criterion of each task
+        (:func:`dst_config`: a density, ``"erk"`` or ``"uniform"`` per-layer densities, a
+        criterion of ``GROWTH`` or one per task, :func:`adaptive_growth`). Its arrays may
+        be traced, e.g. a grid cell's hyperparameters inside the engine's program.
       update_frequency: steps between topology updates, ≥ 1.
       death_rate: initial prune fraction (0.5), also the bound compiled into the top-k.
       final_death_rate: prune fraction at the end of the task (0.005).
@@ -310,9 +326,8 @@ def dst(
             f"{sorted(variables)}"
         )
     shapes = leaf_shapes(variables["params"])
-    default_config = sparsity_config(
-        shapes, density=density, init=init, growth=growth, num_tasks=num_tasks
-    )
+    check_sparsity(sparsity, shapes, num_tasks)
+    sparsity = DSTConfig(*(jnp.asarray(x) for x in sparsity))
     read_momentum = _momentum_reader(optimizer, variables["params"])
     optimizer = optax.with_extra_args_support(optimizer)
     classes = jnp.asarray(task_classes)
@@ -331,7 +346,6 @@ def dst(
             task_masks=jax.tree.map(lambda p: jnp.zeros((num_tasks, *p.shape), bool), params),
             fired=fill(params, True),
             task=jnp.int32(-1),
-            config=default_config,
         )
 
     def check_state(state: DSTState) -> None:
@@ -348,9 +362,8 @@ def dst(
         # The finished task's weights join the frozen set (no-op before the first task).
         finished = state.task >= 0
         frozen = jax.tree.map(lambda f, m: f | (m & finished), state.frozen, state.mask)
-        cfg = state.config
         mask = random_masks(
-            key, state.params, cfg.counts, densities=cfg.densities, bernoulli=bernoulli
+            key, state.params, sparsity.counts, densities=sparsity.densities, bernoulli=bernoulli
         )
         params = jax.tree.map(
             lambda p, w0, f, m: jnp.where(f, p, jnp.where(m, w0, jnp.zeros_like(p))),
@@ -379,7 +392,7 @@ def dst(
     ) -> DSTState:
         rate = cosine_death_rate(step, total, initial=death_rate, final=final_death_rate)
         scores = growth_scores(
-            state.config.growth[state.task],
+            sparsity.growth[state.task],
             key,
             grads=grads,
             momentum=read_momentum(state.opt_state),
