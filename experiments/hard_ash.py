@@ -15,6 +15,14 @@ Commands::
     python experiments/hard_ash.py --grid     # every activation x optimizer cell
     python experiments/hard_ash.py --quick    # seconds-long smoke run
 
+The configuration axis: the cells of ``--grid`` that share an optimizer family are the
+cells of one compiled program (6 programs instead of 66). The activation is chosen by index
+among the program's activations (``lax.switch``; under the vmapped rows every branch is
+computed and the row's selected), and the activation parameters ``alpha``, ``z_k``, ``a``
+and the ``learning_rate`` are traced; every other hyperparameter (``k``, ``groups``, ``d``,
+the optimizer family and its decay rates, the width) is structural and must agree within
+a program. Each cell's accuracies are those of its run alone.
+
 Deviations: the code draws top-k's k from {64, 96} and LWTA's groups from {25, 50, 100}
 at random when not sweeping; we pin k=64 and groups=50 (the table says so). Seeds are
 ``PRNGKey(0..S-1)`` (the authors used 12345..12349 with a different RNG stream).
@@ -26,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
-from jaxcl import cli, data, engine, learners, report, scenarios
+from jaxcl import _checks, cli, data, engine, learners, report, scenarios
 from jaxcl.activations import get_activation
 from jaxcl.experiment import Experiment, quick_note
 from jaxcl.models.mlp import MLP
@@ -64,6 +74,8 @@ PINNED_OPTIMIZERS: dict[str, dict[str, Any]] = {
     "momentum": {"learning_rate": 1e-5, "momentum": 0.998},
 }
 HEADLINE = ("hard_ash+adagrad", "relu+sgd")
+# Traced in a grid: the activation parameters and the learning rate (module docstring).
+TRACED = ("alpha", "z_k", "a", "learning_rate")
 
 
 Hparams = tuple[tuple[str, Any], ...]
@@ -147,15 +159,102 @@ def run_on(scenario: scenarios.Scenario, config: Config, *, chunk_size: int = 1)
     )
 
 
-def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
-    """The compiled Split-MNIST run of one configuration."""
-    scenario = scenarios.split(
+def split_mnist(config: Config, *, data_dir: str | None = None) -> scenarios.Scenario:
+    """Split-MNIST with ``config``'s per-task sizes."""
+    return scenarios.split(
         load_mnist(data_dir),
         classes_per_task=2,
         max_train_per_task=config.max_train_per_task,
         max_test_per_task=config.max_test_per_task,
     )
-    return run_on(scenario, config, chunk_size=chunk_size)
+
+
+def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
+    """The compiled Split-MNIST run of one configuration."""
+    return run_on(split_mnist(config, data_dir=data_dir), config, chunk_size=chunk_size)
+
+
+def _split(hparams: Hparams) -> tuple[dict[str, Any], Hparams]:
+    """The traced entries of ``hparams`` (:data:`TRACED`) and the structural ones."""
+    return (
+        {name: value for name, value in hparams if name in TRACED},
+        tuple((name, value) for name, value in hparams if name not in TRACED),
+    )
+
+
+def _fixed(config: Config) -> Config:
+    """What one grid program fixes: ``config`` but its activation and :data:`TRACED`."""
+    optimizer = _split(config.optimizer_hparams)[1]
+    return dataclasses.replace(
+        config, activation="", activation_hparams=(), optimizer_hparams=optimizer
+    )
+
+
+def grid_on(
+    scenario: scenarios.Scenario, configs: Mapping[str, Config], *, chunk_size: int = 1
+) -> engine.Run:
+    """The compiled grid run of configurations that differ only in their activation and
+    traced hyperparameters (:data:`TRACED`), one cell per entry of ``configs``.
+
+    The activation is a traced index into the configurations' activations (in order of
+    appearance). A traced hyperparameter that a cell's activation does not take gets the
+    first value given in the grid: every row computes every activation (a valid value
+    keeps the unused branches finite).
+
+    Raises:
+      ValueError: configurations that differ in a structural hyperparameter, naming it.
+    """
+    first = next(iter(configs.values()))
+    fixed = {name: _fixed(c) for name, c in configs.items()}
+    if len(set(fixed.values())) > 1:
+        _checks.fail("the structural hyperparameters", "the same in every cell of a grid", fixed)
+    branches: dict[str, tuple[tuple[str, ...], Hparams]] = {}
+    for c in configs.values():
+        traced, static = _split(c.activation_hparams)
+        branch = (tuple(sorted(traced)), static)
+        if branches.setdefault(c.activation, branch) != branch:
+            allowed = "the same in every cell of a grid"
+            _checks.fail(f"{c.activation}'s structural hyperparameters", allowed, static)
+    values = {
+        name: {**_split(c.activation_hparams)[0], **_split(c.optimizer_hparams)[0]}
+        for name, c in configs.items()
+    }
+    fill: dict[str, Any] = {}
+    for given in values.values():
+        fill = {**given, **fill}
+    order = list(branches)
+    cells = {
+        name: {**fill, **values[name], "activation": order.index(c.activation)}
+        for name, c in configs.items()
+    }
+    optimizer_traced = sorted(_split(first.optimizer_hparams)[0])
+
+    def build(hparams: Mapping[str, Any]) -> Any:
+        functions = [
+            get_activation(a, **dict(static), **{n: hparams[n] for n in names})
+            for a, (names, static) in branches.items()
+        ]
+
+        def activation(x: jax.Array) -> jax.Array:
+            return jax.lax.switch(hparams["activation"], functions, x)
+
+        optimizer = get_optimizer(
+            first.optimizer,
+            clip_updates=first.update_clip,
+            **dict(_split(first.optimizer_hparams)[1]),
+            **{n: hparams[n] for n in optimizer_traced},
+        )
+        model = MLP(hidden=first.hidden, activation=activation)
+        return learners.supervised(model, optimizer, input_dim=scenario.input_dim)
+
+    return engine.make_run(
+        scenario,
+        build,
+        grid=engine.grid(cells),
+        batch_size=first.batch_size,
+        epochs_per_task=first.epochs_per_task,
+        chunk_size=chunk_size,
+    )
 
 
 def header(rows: list[dict], args: argparse.Namespace) -> str:
@@ -199,8 +298,11 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     methods=METHODS,
     configure=lambda config, args: configure(config, quick=args.quick),
-    build=lambda config, args: build_run(
-        config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, 5)
+    traced={name: ("activation", "activation_hparams", "optimizer_hparams") for name in METHODS},
+    build_grid=lambda configs, args: grid_on(
+        split_mnist(next(iter(configs.values())), data_dir=args.data_dir),
+        configs,
+        chunk_size=cli.chunk_size(args, 5),
     ),
     default_methods=HEADLINE,
     method_sets={"grid": tuple(METHODS)},

@@ -45,7 +45,7 @@ def test_unknown_method_lists_valid_names(tmp_path):
 def test_rerunning_the_same_command_reuses_finished_methods(tmp_path):
     argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "relu+sgd"]
     first = cli.run_experiment(hard_ash.EXPERIMENT, argv)
-    group = tmp_path / "checkpoints" / "relu+sgd" / "seeds_0-1"
+    (group,) = (tmp_path / "checkpoints").glob("grid-*/seeds_0-1")  # a grid of one cell
     assert (group / "results.npz").exists() and not (group / "steps").exists()
     second = cli.run_experiment(hard_ash.EXPERIMENT, argv)
     assert first[0]["metrics"] == second[0]["metrics"]
@@ -76,12 +76,38 @@ def test_runs_merge_and_a_changed_hyperparameter_is_refused(tmp_path, monkeypatc
     assert "| hard_ash+adagrad |" in table and "| relu+sgd |" in table
     # The finished relu+sgd read back from its checkpoint after an edit of its learning rate.
     monkeypatch.setitem(hard_ash.PINNED_OPTIMIZERS, "sgd", {"learning_rate": 1e-3})
-    with pytest.raises(
+    with pytest.raises(  # the learning rate is traced: the grid's values changed
         checkpoint.ConfigMismatchError,
-        match=r"optimizer_hparams: checkpoint has \[\['learning_rate', 0\.0004\]\], now "
-        r"\[\['learning_rate', 0\.001\]\]",
+        match=r"grid: checkpoint has .*'learning_rate': \[0\.000399.*now .*'learning_rate': "
+        r"\[0\.00100",
     ):
         cli.run_experiment(hard_ash.EXPERIMENT, [*argv, "relu+sgd"])
+
+
+@pytest.mark.needs_data("mnist")
+def test_a_grid_of_activations_gives_each_cells_run_alone():
+    names = ["hard_ash+sgd", "relu+sgd", "elephant+sgd"]
+    configs = {n: hard_ash.configure(hard_ash.METHODS[n], quick=True) for n in names}
+    scenario = hard_ash.split_mnist(configs[names[0]])
+    run = hard_ash.grid_on(scenario, configs)
+    assert dict(run.grid.values)["activation"].tolist() == [0, 1, 2]
+    assert sorted(run.grid.values) == ["a", "activation", "alpha", "learning_rate", "z_k"]
+    grid = run(engine.seed_keys([0, 1]))
+    assert run.num_compiles == 1
+    for name, config in configs.items():
+        alone = hard_ash.run_on(scenario, config)(engine.seed_keys([0, 1]))
+        # Counts equal; the mean training loss may differ in its last bit (6 rows vs 2).
+        np.testing.assert_array_equal(grid.cell(name).correct, alone.correct)
+        np.testing.assert_allclose(grid.cell(name).train_loss, alone.train_loss, rtol=1e-6)
+
+
+def test_a_grid_refuses_cells_that_differ_in_a_structural_hyperparameter():
+    sgd = hard_ash.Config("relu", "sgd")
+    with pytest.raises(ValueError, match="the structural hyperparameters must be the same in"):
+        hard_ash.grid_on(None, {"a": sgd, "b": hard_ash.Config("relu", "sgd", hidden=(32,))})
+    with pytest.raises(ValueError, match="topk_mask's structural hyperparameters must be the"):
+        topk = [hard_ash.Config("topk_mask", "sgd", activation_hparams=(("k", k),)) for k in (6, 7)]
+        hard_ash.grid_on(None, {"a": sgd, "b": topk[0], "c": topk[1]})
 
 
 # ----------------------------------------------------------------- Permuted MNIST (z_k sweep)
