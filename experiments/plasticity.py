@@ -19,7 +19,17 @@ findings are checked with Welch 95% CIs of the differences to SGD.
 
     python experiments/plasticity.py                 # 2 streams x 6 methods, 10 seeds
     python experiments/plasticity.py --timing        # + all seeds vmapped vs seed by seed
+    python experiments/plasticity.py --sweep         # the ρ / r x α sensitivity sweep
     python experiments/plasticity.py --quick         # seconds-long smoke run
+
+The sensitivity sweep (``--sweep``; the paper gives no sweep): at lr 0.01 on both streams,
+SAM at ρ in :data:`SAM_RHOS` and GNP at r in :data:`GNP_RS` × α in :data:`GNP_ALPHAS`,
+beside SGD. ρ, r and α are traced (:func:`jaxcl.engine.grid`): each stream's SAM cells
+are one compiled program, its GNP cells another (4 programs and the 2 SGD rows instead of
+38 programs). Below the table, each cell's plasticity loss minus SGD's and the cells where
+the paper's findings hold. A sweep cell at the table's values is not the table's row bit
+for bit: there ρ, r, α are constants (XLA folds 1 − α in float64, the grid computes it in
+float32).
 
 Unknowns of the paper, chosen here (all flags): the MLP 784-100-100-out (ReLU, biases,
 He-normal init), batch 32, one epoch per task on the first 10000 training examples of the
@@ -99,9 +109,31 @@ def method_name(stream: str, optimizer: str, learning_rate: float) -> str:
     return f"{stream}/{optimizer}@{learning_rate:g}"
 
 
-METHODS = {
+TABLE = {
     method_name(*spec): spec for spec in itertools.product(STREAMS, OPTIMIZERS, LEARNING_RATES)
 }
+# The sensitivity sweep (--sweep) at one learning rate: SAM's ρ, GNP's r × α (α = λ / r).
+SWEEP_LR = 0.01
+SAM_RHOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+GNP_RS = (0.05, 0.125, 0.25, 0.5)
+GNP_ALPHAS = (0.2, 0.5, 0.8)
+SWEPT = {"sam": ("rho",), "gnp": ("gnp_r", "gnp_alpha")}  # the traced fields
+
+
+def sweep_cells(stream: str) -> dict[str, tuple[str, str, float, dict[str, float]]]:
+    """The sweep's cells of ``stream``: ``{name: (stream, optimizer, lr, traced values)}``."""
+    cells = {}
+    for rho in SAM_RHOS:
+        name = f"{method_name(stream, 'sam', SWEEP_LR)}/rho={rho:g}"
+        cells[name] = (stream, "sam", SWEEP_LR, {"rho": rho})
+    for r, alpha in itertools.product(GNP_RS, GNP_ALPHAS):
+        name = f"{method_name(stream, 'gnp', SWEEP_LR)}/r={r:g}/alpha={alpha:g}"
+        cells[name] = (stream, "gnp", SWEEP_LR, {"gnp_r": r, "gnp_alpha": alpha})
+    return cells
+
+
+SWEEP = {name: spec for stream in STREAMS for name, spec in sweep_cells(stream).items()}
+METHODS = {**TABLE, **SWEEP}
 
 
 def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.Scenario:
@@ -115,8 +147,15 @@ def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.
     return scenarios.from_class_groups(mnist, CLASS_PAIRS[: config.num_tasks], **sizes)
 
 
-def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 1) -> engine.Run:
-    """The compiled run of one configuration (all seeds vmapped when called)."""
+def build_run(
+    config: Config,
+    *,
+    data_dir: str | None = None,
+    chunk_size: int = 1,
+    grid: engine.Grid | None = None,
+) -> engine.Run:
+    """The compiled run of one configuration (all seeds vmapped when called); with
+    ``grid``, of its cells (``grid.values`` replace the config's fields of those names)."""
     scenario = build_scenario(config, data_dir=data_dir)
     two_outputs = config.stream == "class_pairs" and config.pair_head == "pair"
     model = MLP(
@@ -125,25 +164,36 @@ def build_run(config: Config, *, data_dir: str | None = None, chunk_size: int = 
         use_bias=True,
         weight_standardize=False,
     )
-    hparams = {
-        "sgd": {},
-        "sam": {"rho": config.rho},
-        "gnp": {"r": config.gnp_r, "alpha": config.gnp_alpha},
-    }[config.optimizer]
-    if config.optimizer == "gnp":
-        hparams["normalize_first"] = config.gnp_normalize_first
-    optimizer = get_optimizer(config.optimizer, learning_rate=config.learning_rate, **hparams)
-    learner = learners.supervised(model, optimizer, input_dim=scenario.input_dim)
-    if two_outputs:
-        learner = learners.within_task_head(learner, scenario)
+
+    def learner(traced: dict[str, Any]) -> Any:
+        c = dataclasses.replace(config, **traced)
+        hparams = {
+            "sgd": {},
+            "sam": {"rho": c.rho},
+            "gnp": {"r": c.gnp_r, "alpha": c.gnp_alpha, "normalize_first": c.gnp_normalize_first},
+        }[c.optimizer]
+        optimizer = get_optimizer(c.optimizer, learning_rate=c.learning_rate, **hparams)
+        learner = learners.supervised(model, optimizer, input_dim=scenario.input_dim)
+        return learners.within_task_head(learner, scenario) if two_outputs else learner
+
     return engine.make_run(
         scenario,
-        learner,
+        learner if grid is not None else learner({}),
+        grid=grid,
         batch_size=config.batch_size,
         epochs_per_task=config.epochs_per_task,
         eval_tasks="current",
         chunk_size=chunk_size,
     )
+
+
+def grid_run(configs: dict[str, Config], args: argparse.Namespace) -> engine.Run:
+    """The experiment's ``build_grid``: sweep cells of one stream and optimizer."""
+    first = next(iter(configs.values()))
+    traced = SWEPT[first.optimizer]
+    grid = engine.grid({n: {f: getattr(c, f) for f in traced} for n, c in configs.items()})
+    chunk_size = cli.chunk_size(args, first.num_tasks)
+    return build_run(first, data_dir=args.data_dir, chunk_size=chunk_size, grid=grid)
 
 
 def new_task_accuracy(results: engine.Results) -> np.ndarray:
@@ -199,6 +249,10 @@ def paper_findings(rows: list[dict]) -> list[str]:
 
 def header(rows: list[dict], args: argparse.Namespace) -> str:
     s = args.shared
+    sweep_note = (
+        f" The --sweep cells (lr {SWEEP_LR:g}) take the ρ, r and α in their names, traced: "
+        "one compiled program per stream and optimizer."
+    )
     return (
         "Plasticity = accuracy on each task right after training it; first/last = mean over "
         f"the first/last {args.window} tasks; plasticity_loss = first − last (positive: "
@@ -207,12 +261,79 @@ def header(rows: list[dict], args: argparse.Namespace) -> str:
         f"on {s['train_per_task'] or 'all'} training examples, SAM ρ={args.rho}, GNP "
         f"r={args.gnp_r} α={args.gnp_alpha} (λ={args.gnp_r * args.gnp_alpha:g}), class pairs "
         f"with a {'2-unit' if args.pair_head == 'pair' else '10-way shared'} head."
-        f"{quick_note(args)}\n\n"
+        f"{sweep_note if any(r['method'] in SWEEP for r in rows) else ''}{quick_note(args)}\n\n"
     )
 
 
+def _mean_loss(row: dict) -> float:
+    return float(np.nanmean(report.per_seed(row)["plasticity_loss"]))
+
+
+def _cell(rows: list[dict], name: str, sgd: str) -> str:
+    """``"+1.2 ± 0.3*"``: the cell's plasticity loss minus SGD's (* significant)."""
+    d = difference(rows, name, sgd, "plasticity_loss")
+    return d.points() + ("*" if d.significant else "")
+
+
+def _listed(labels: list[str]) -> str:
+    return ", ".join(labels) if labels else "none"
+
+
+def sweep_findings(rows: list[dict]) -> str:
+    """The sensitivity sweep: each cell's plasticity loss minus SGD's, and where in the sweep
+    the paper's findings hold (computed from the rows; nothing assumed)."""
+    by_method = {row["method"]: row for row in rows}
+    text = ""
+    for stream in STREAMS:
+        sgd = method_name(stream, "sgd", SWEEP_LR)
+        cells = {n: spec for n, spec in sweep_cells(stream).items() if n in by_method}
+        if sgd not in by_method or not cells:
+            continue
+        sam = {n: v["rho"] for n, (_, o, _, v) in cells.items() if o == "sam"}
+        gnp = {n: (v["gnp_r"], v["gnp_alpha"]) for n, (_, o, _, v) in cells.items() if o == "gnp"}
+        text += (
+            f"\nSweep, {stream}, lr {SWEEP_LR:g}: plasticity loss minus SGD's (points, Welch "
+            f"95% CI, * significant; SGD's own: {100 * _mean_loss(by_method[sgd]):+.1f}):\n\n"
+        )
+        if sam:
+            text += "| SAM ρ | " + " | ".join(f"{rho:g}" for rho in sam.values()) + " |\n"
+            text += "|---" * (len(sam) + 1) + "|\n| Δ | "
+            text += " | ".join(_cell(rows, n, sgd) for n in sam) + " |\n\n"
+        if gnp:
+            alphas = sorted({a for _, a in gnp.values()})
+            text += "| GNP r \\ α | " + " | ".join(f"{a:g}" for a in alphas) + " |\n"
+            text += "|---" * (len(alphas) + 1) + "|\n"
+            for r in sorted({r for r, _ in gnp.values()}):
+                at = {a: n for n, (r_, a) in gnp.items() if r_ == r}
+                line = " | ".join(_cell(rows, at[a], sgd) if a in at else "–" for a in alphas)
+                text += f"| {r:g} | {line} |\n"
+        labels = {n: f"SAM ρ={rho:g}" for n, rho in sam.items()}
+        labels.update({n: f"GNP r={r:g} α={a:g}" for n, (r, a) in gnp.items()})
+        verdicts = {n: difference(rows, n, sgd, "plasticity_loss").verdict for n in labels}
+        lower = [labels[n] for n, v in verdicts.items() if v == "lower"]
+        higher = [labels[n] for n, v in verdicts.items() if v == "higher"]
+        text += (
+            f"\n- significantly less plasticity loss than SGD: {_listed(lower)}\n"
+            f"- significantly more plasticity loss than SGD: {_listed(higher)}\n"
+        )
+        if stream == "class_pairs" and gnp:
+            rivals = min(_mean_loss(by_method[n]) for n in (sgd, *sam))
+            best = [labels[n] for n in gnp if _mean_loss(by_method[n]) < rivals]
+            text += (
+                "- the paper's GNP finding, GNP keeps plasticity best (mean plasticity loss "
+                f"below SGD's and below SAM's at every swept ρ), holds at: {_listed(best)} "
+                f"({len(best)} of {len(gnp)} GNP cells)\n"
+            )
+    return text
+
+
 def findings(rows: list[dict], args: argparse.Namespace) -> str:
-    """The differences to SGD and the verdict on the paper's findings."""
+    """The differences to SGD, the verdict on the paper's findings and the sweep's."""
+    return table_findings([r for r in rows if r["method"] in TABLE]) + sweep_findings(rows)
+
+
+def table_findings(rows: list[dict]) -> str:
+    """The table's differences to SGD and the verdict on the paper's findings."""
     text = ""
     if diffs := compare_to_sgd(rows):
         text += "\nDifference to SGD at the same learning rate (Welch 95% CI, points):\n\n"
@@ -230,6 +351,7 @@ def findings(rows: list[dict], args: argparse.Namespace) -> str:
 
 def plot_curves(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     """One PNG per stream and learning rate: new-task accuracy vs task, mean ± 95% CI."""
+    rows = [r for r in rows if r["method"] in TABLE]  # the sweep's cells: in the findings
     for stream, lr in itertools.product(STREAMS, LEARNING_RATES):
         if chosen := [r for r in rows if r["stream"] == stream and r["learning_rate"] == lr]:
             report.plot_accuracy_curves(
@@ -279,6 +401,14 @@ def flags(parser: argparse.ArgumentParser) -> None:
     add("--timing-tasks", type=pos, default=100, help="Permuted MNIST tasks of the timing run")
 
 
+def configure(spec: tuple, args: argparse.Namespace) -> Config:
+    """A row's config: its stream, optimizer and learning rate (and a sweep cell's values)
+    with the flags' shared fields."""
+    stream, optimizer, learning_rate, *cell = spec
+    shared = {**args.shared, **dict(*cell)}
+    return Config(stream, optimizer, learning_rate, num_tasks=args.tasks[stream], **shared)
+
+
 def derive(args: argparse.Namespace) -> dict[str, Any]:
     """Config fields shared by every row, tasks per stream, and the window they allow."""
     fields = [field.name for field in dataclasses.fields(Config)][4:]  # each has a flag
@@ -309,10 +439,16 @@ EXPERIMENT = Experiment(
     name="plasticity",
     description=__doc__.splitlines()[0],
     methods=METHODS,
-    configure=lambda spec, args: Config(*spec, num_tasks=args.tasks[spec[0]], **args.shared),
+    configure=configure,
     build=lambda config, args: build_run(
         config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, config.num_tasks)
     ),
+    default_methods=tuple(TABLE),
+    method_sets={
+        "sweep": (*(method_name(s, "sgd", SWEEP_LR) for s in STREAMS), *SWEEP),
+    },
+    traced={name: SWEPT[spec[1]] for name, spec in SWEEP.items()},
+    build_grid=grid_run,
     flags=flags,
     derive=derive,
     run_config=lambda args: {
@@ -328,6 +464,9 @@ EXPERIMENT = Experiment(
     row_fields=row_fields,
     metrics=METRICS,
     header=header,
+    table=lambda rows, args: report.markdown_table(
+        [r for r in rows if r["method"] in TABLE], metrics=METRICS
+    ),
     findings=findings,
     extras=seed_timing_extras(timed_run, curves=new_task_accuracy, describe=timed_name),
     curves=False,

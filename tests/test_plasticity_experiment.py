@@ -34,6 +34,30 @@ def test_findings_follow_the_welch_intervals():
     assert "GNP keeps plasticity best" in lines[2] and lines[2].endswith(": holds.")
 
 
+def test_the_sweep_says_where_the_paper_findings_hold():
+    rng = np.random.default_rng(0)
+
+    def row(name, loss):
+        per_seed = loss + 0.001 * rng.normal(size=10)
+        return {"method": name, "metrics": {"plasticity_loss": {"per_seed": per_seed.tolist()}}}
+
+    cells = plasticity.sweep_cells("class_pairs")
+    losses = {"class_pairs/sgd@0.01": 0.02}
+    for name, (_, optimizer, _, values) in cells.items():
+        if optimizer == "sam":
+            losses[name] = 0.02 + values["rho"]  # more plasticity lost as ρ grows
+        else:  # GNP below every other row only at r = 0.05
+            losses[name] = 0.0 if values["gnp_r"] == 0.05 else 0.05
+    text = plasticity.sweep_findings([row(name, loss) for name, loss in losses.items()])
+    assert "| SAM ρ | 0.01 | 0.02 | 0.05 | 0.1 | 0.2 | 0.5 |" in text
+    assert "| 0.05 | -2.0 ± 0.1* | -2.0 ± 0.1* | -2.0 ± 0.1* |" in text  # r = 0.05, by α
+    assert "more plasticity loss than SGD: SAM ρ=0.01, SAM ρ=0.02" in text
+    assert (
+        "holds at: GNP r=0.05 α=0.2, GNP r=0.05 α=0.5, GNP r=0.05 α=0.8 (3 of 12 GNP cells)"
+    ) in text
+    assert "Sweep, permuted" not in text  # no permuted rows
+
+
 @pytest.mark.needs_data("mnist")
 def test_quick_run_writes_the_contract_files(tmp_path):
     methods = "permuted/sgd@0.01,class_pairs/gnp@0.01"

@@ -51,7 +51,7 @@ def _checked(name: str, value: Any) -> np.ndarray:
     return array
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Grid:
     """``C`` named cells of traced hyperparameters (module docstring); see :func:`grid`.
 
