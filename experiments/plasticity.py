@@ -28,8 +28,8 @@ beside SGD. ρ, r and α are traced (:func:`jaxcl.engine.grid`): each stream's S
 are one compiled program, its GNP cells another (4 programs and the 2 SGD rows instead of
 38 programs). Below the table, each cell's plasticity loss minus SGD's and the cells where
 the paper's findings hold. A sweep cell at the table's values is not the table's row bit
-for bit: there ρ, r, α are constants (XLA folds 1 − α in float64, the grid computes it in
-float32).
+for bit: there ρ, r, α are Python constants (1 − α is computed in float64, then rounded to
+float32; traced, it is computed in float32), so losses differ in their last bits.
 
 Unknowns of the paper, chosen here (all flags): the MLP 784-100-100-out (ReLU, biases,
 He-normal init), batch 32, one epoch per task on the first 10000 training examples of the
