@@ -107,25 +107,31 @@ def test_dtypes_follow_jax():
         grid.cell("c")
 
 
+class Chunks:
+    """A run's ``run_chunk`` that records each chunk's first task and can die at a chunk."""
+
+    def __init__(self, run_chunk, *, die_at=None):
+        self.run_chunk, self.die_at, self.starts = run_chunk, die_at, []
+
+    def __call__(self, state, start):
+        self.starts.append(start)
+        if len(self.starts) == self.die_at:
+            raise RuntimeError("simulated crash")
+        return self.run_chunk(state, start)
+
+
 def test_a_grid_resumes_bit_identically_and_refuses_another_grid(tmp_path, together, monkeypatch):
     _, reference = together
     run = grid_run()
-    calls, original = [], run.run_chunk
-
-    def crash_after_five(state, start):
-        calls.append(start)
-        if len(calls) > 5:
-            raise RuntimeError("simulated crash")
-        return original(state, start)
-
-    monkeypatch.setattr(run, "run_chunk", crash_after_five)
     kwargs = dict(checkpoint_dir=tmp_path, fingerprint={"job": "grid"}, seed_chunk_size=3)
+    # 9 rows in groups of 3, 4 chunks of 2 tasks each: dying at the 6th chunk leaves rows
+    # 0-2 finished and rows 3-5 saved after their first chunk.
+    monkeypatch.setattr(run, "run_chunk", Chunks(run.run_chunk, die_at=6))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        execution.run_seeds(run, SEEDS, **kwargs)  # rows 0-2 done; rows 3-5 saved at task 2
-    starts = []
-    monkeypatch.setattr(run, "run_chunk", lambda s, t: starts.append(t) or original(s, t))
-    resumed = execution.run_seeds(run, SEEDS, **kwargs)  # 9 rows in groups of 3
-    assert starts == [2, 4, 6, 0, 2, 4, 6]  # rows 3-5 from task 2, then rows 6-8
+        execution.run_seeds(run, SEEDS, **kwargs)
+    monkeypatch.setattr(run, "run_chunk", chunks := Chunks(run.run_chunk.run_chunk))
+    resumed = execution.run_seeds(run, SEEDS, **kwargs)
+    assert chunks.starts == [2, 4, 6, 0, 2, 4, 6]  # rows 3-5 from task 2, then rows 6-8
     for got, want in zip(*map(jax.tree.leaves, (resumed.results, reference.results)), strict=True):
         np.testing.assert_array_equal(got, want)
     other = grid_run({**CELLS, "lr=0.01,rho=0.5": {"learning_rate": 0.01, "rho": 0.2}})
