@@ -563,11 +563,12 @@ def _grid_program(
         run, args, f"grid-{digest}", fingerprint, seeds=seeds, final_diagnostics=final
     )
     shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
-    print(
-        f"{len(names)} cells ({shown}; traced: {', '.join(traced)}) x {seeds} seeds: rows of "
-        f"{run.num_compiles} compiled program(s)",
-        flush=True,
-    )
+    if processes.is_main():
+        print(
+            f"{len(names)} cells ({shown}; traced: {', '.join(traced)}) x {seeds} seeds: rows "
+            f"of {run.num_compiles} compiled program(s)",
+            flush=True,
+        )
     return results
 
 
