@@ -25,9 +25,10 @@ locked then: the processes share it.
 
 Sweeps. Methods that differ only in the fields an experiment declares ``traced``
 (:mod:`jaxcl.experiment`) run as the cells of one compiled grid program (:func:`programs`):
-rows ``seed * cells + cell`` checkpointed under ``--out/checkpoints/grid-<digest of the
-cell names>``, whose fingerprint holds every cell's values; ``--help`` names the traced
-hyperparameters, and a line per grid says how many programs it compiled.
+rows ``seed * cells + cell`` checkpointed under ``--out/checkpoints`` (:func:`grid_name`,
+one directory per selection of cells), whose fingerprint holds every cell's values;
+``--help`` names the traced hyperparameters, and a line per grid says how many programs
+it compiled.
 
 Errors. Every flag is checked while parsing, before any data is loaded or compiled,
 ``--out`` included (a writable directory, created if needed). :func:`main` runs an
@@ -541,6 +542,12 @@ def programs(
     return list(groups.values())
 
 
+def grid_name(methods: Sequence[str]) -> str:
+    """The checkpoint directory (under ``--out/checkpoints``) of the grid of ``methods``:
+    ``grid-<digest of the names>``, so another selection of cells starts afresh."""
+    return "grid-" + hashlib.sha256(" ".join(methods).encode()).hexdigest()[:10]
+
+
 def _grid_program(
     experiment: Experiment, methods: list[tuple[str, Any]], args: argparse.Namespace
 ) -> GridResults:
@@ -557,10 +564,9 @@ def _grid_program(
         final = experiment.final_diagnostics(run, config)
     seeds = None if experiment.seeds is None else experiment.seeds(config, args)
     seeds = args.seeds if seeds is None else seeds
-    digest = hashlib.sha256(" ".join(names).encode()).hexdigest()[:10]
     fingerprint = {"traced": list(traced), **structural_config(config, traced)}
     results = run_method(
-        run, args, f"grid-{digest}", fingerprint, seeds=seeds, final_diagnostics=final
+        run, args, grid_name(names), fingerprint, seeds=seeds, final_diagnostics=final
     )
     shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
     if processes.is_main():

@@ -45,7 +45,7 @@ def test_unknown_method_lists_valid_names(tmp_path):
 def test_rerunning_the_same_command_reuses_finished_methods(tmp_path):
     argv = ["--quick", "--seeds", "2", "--out", str(tmp_path), "--methods", "relu+sgd"]
     first = cli.run_experiment(hard_ash.EXPERIMENT, argv)
-    (group,) = (tmp_path / "checkpoints").glob("grid-*/seeds_0-1")  # a grid of one cell
+    group = tmp_path / "checkpoints" / cli.grid_name(["relu+sgd"]) / "seeds_0-1"  # one cell
     assert (group / "results.npz").exists() and not (group / "steps").exists()
     second = cli.run_experiment(hard_ash.EXPERIMENT, argv)
     assert first[0]["metrics"] == second[0]["metrics"]

@@ -79,7 +79,7 @@ def test_two_processes_give_the_one_process_results_per_seed(tmp_path, one_proce
 def test_a_sigkilled_process_and_a_rerun_of_both_resume(tmp_path, one_process):
     out, method = tmp_path / "killed", "hard_ash+adagrad"
     jobs = start_processes(out, "--methods", method)
-    group = out / "checkpoints" / method / "seeds_0-3"
+    group = out / "checkpoints" / cli.grid_name([method]) / "seeds_0-3"  # a one-cell grid
     deadline = time.time() + 300
     while not checkpoint.saved_steps(group):  # the first chunk of tasks is saved
         assert time.time() < deadline and all(job.poll() is None for job in jobs)
