@@ -6,6 +6,11 @@ choices lists the valid ones, sorted: ``"growth must be one of 'gradient', 'mome
 'random', 'unfired', got 'magnitude'"``. A wrong type raises ``TypeError``, a wrong value
 ``ValueError``. Shapes, ranks and dtypes of arrays are checked with ``chex`` where chex
 says the thing.
+
+Traced values: a range check lets a tracer pass (a grid's cells are checked on their
+concrete values when the grid run is made, :func:`jaxcl.engine.make_run`); a check that
+needs a concrete Python value (an int that sets a shape, a name, ``scalar=True``) refuses
+a tracer with a ``TypeError``: such a hyperparameter is structural, not traceable.
 """
 
 from __future__ import annotations
@@ -83,9 +88,10 @@ def concrete_real(name: str, value: Any, allowed: str) -> np.ndarray | None:
     """``value`` as a float64 array, or None when it is known only at run time.
 
     Schedules (callables) and traced values (e.g. ``optax.inject_hyperparams`` builds under
-    ``jit``) are not checked. Anything but real numbers is refused with a ``TypeError``
-    ``"<name> must be <allowed>, got <value>"``: ``True`` would act as 1, ``"0.1"`` would
-    fail deep inside a traced function, a complex number has no order.
+    ``jit``, or the cells of a :func:`jaxcl.engine.grid`, whose concrete values were checked
+    when the grid run was made) are not checked. Anything but real numbers is refused with
+    a ``TypeError`` ``"<name> must be <allowed>, got <value>"``: ``True`` would act as 1,
+    ``"0.1"`` would fail deep inside a traced function, a complex number has no order.
     """
     if callable(value) or isinstance(value, jax.core.Tracer):
         return None
