@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from jaxcl import data, regularizers, scenarios, types
-from jaxcl.learners import dst, fly_model, sdmlp, supervised, within_task_head
+from jaxcl.learners import dst, dst_config, fly_model, sdmlp, supervised, within_task_head
 from jaxcl.models.sdm import SDMLP
 from jaxcl.optim import masked_adam
 
@@ -74,8 +74,9 @@ _LEARNERS = {
         masked_adam(1e-2),
         input_dim=D,
         task_classes=TASK_CLASSES,
-        density=0.5,
-        growth=("gradient", "momentum"),
+        sparsity=dst_config(
+            _MLP(bias=False), input_dim=D, num_tasks=2, density=0.5, growth=("gradient", "momentum")
+        ),
         update_frequency=2,
     ),
     "fly": lambda: fly_model(input_dim=D, num_classes=C, num_cells=64, n_response=4, probe=_PROBE),
