@@ -58,9 +58,9 @@ AdaGrad its lead (+1.2 code, +2.9 paper mode) is within the seed noise of 5 seed
 seeds (``--seeds 20 --methods classp_paper,classp_code,adagrad``, ``results/classp_20seeds``)
 the claim holds for the paper's element-wise rule and not for the authors' code: paper mode
 82.8 ± 1.7, code mode 81.0 ± 1.5, AdaGrad 80.4 ± 1.3; paper − AdaGrad +2.4 ± 2.1 points
-(Welch 95%, significant), code − AdaGrad +0.6 ± 1.9 (not significant: the code's gate is a
-no-op, so code mode is AdaGrad-like p = 1 accumulation after plain SGD on MNIST). Not yet
-run: the full 60000 + 60000 images.
+(Welch 95%, significant), code − AdaGrad +0.6 ± 1.9 (not significant; the code's gate is a
+no-op, so what separates paper mode is its element-wise threshold). Not yet run: the full
+60000 + 60000 images.
 """
 
 from __future__ import annotations
