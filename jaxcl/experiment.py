@@ -45,13 +45,14 @@ the same, see the README's "Your own benchmark"):
    the flags once (e.g. a task count that depends on ``--quick``), set on ``args`` for
    every later hook; ``run_config(args)`` is results.json's ``"config"``, everything
    shared by the rows that changes results (rows of another run configuration are never
-   merged).
+   merged; :func:`flags_run_config` names the flags it holds).
 5. **Table and findings.** ``metrics`` are the table's columns, ``paper`` the published
    numbers beside them (``{method: {metric: fraction}}``), ``header(rows, args)`` the
    text above (:func:`quick_note` marks a smoke run); ``table(rows, args)`` replaces the
    standard table (several tables, numbers that depend on a flag). ``findings(rows,
    args)`` is the text below: the paper's claims checked on the rows, e.g. with
-   :func:`comparisons` (Welch 95% intervals of "A beats B") or :func:`checklist`.
+   :func:`comparisons` (Welch 95% intervals of "A beats B"), :func:`differences` and
+   :func:`difference_table` (several metrics per pair) or :func:`checklist`.
    ``extras(previous, args)`` adds top-level results.json entries that are not rows and
    their text (:func:`seed_timing_extras`: a ``--timing`` of vmapped against sequential
    seeds).
