@@ -72,17 +72,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from jaxcl import cli, data, engine, execution, learners, regularizers, report, scenarios
 from jaxcl import optim as jo
-from jaxcl.evaluation import training_accuracy
-from jaxcl.experiment import Experiment, comparisons, quick_note, standard_run_config
+from jaxcl.evaluation import train_mode, training_accuracy
+from jaxcl.experiment import Experiment, comparisons, flags_run_config, quick_note
+from jaxcl.metrics import nan_where_diverged
 from jaxcl.models.classp_cnn import PyTorchMnistCNN
 from jaxcl.optim import get_optimizer
+from jaxcl.schedules import switch_at
 
 PAPER_THRESHOLD = 1e-6
 TEST_METRICS = ("mnist_after_task1", "mnist_retention", "fmnist", "average")
@@ -146,13 +146,12 @@ def configure(config: Config, args: argparse.Namespace) -> Config:
 
 def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.Scenario:
     """MNIST then Fashion-MNIST, one shared head, both normalised with MNIST's statistics."""
-    parts = []
-    for name in ("mnist", "fashion_mnist"):
-        ds = data.preprocess(data.load(name, data_dir=data_dir), stats_of="mnist")
-        train, test = slice(config.train_per_dataset), slice(config.test_per_dataset)
-        ds = ds._replace(train_x=ds.train_x[train], train_y=ds.train_y[train])
-        parts.append((name, ds._replace(test_x=ds.test_x[test], test_y=ds.test_y[test])))
-    return scenarios.sequence(parts)
+    parts = [
+        (name, data.preprocess(data.load(name, data_dir=data_dir), stats_of="mnist"))
+        for name in ("mnist", "fashion_mnist")
+    ]
+    sizes = {"max_train_per_task": config.train_per_dataset}
+    return scenarios.sequence(parts, max_test_per_task=config.test_per_dataset, **sizes)
 
 
 def build_optimizer(config: Config, *, steps_on_task1: int) -> optax.GradientTransformation:
@@ -160,16 +159,11 @@ def build_optimizer(config: Config, *, steps_on_task1: int) -> optax.GradientTra
     hparams = dict(config.hparams)
     if config.optimizer != "classp":
         return get_optimizer(config.optimizer, **hparams)
-    on_mnist, on_fmnist = config.thresholds
-
-    def first_task(count):
-        return count < steps_on_task1
-
     # inject_hyperparams turns both schedules into traced values of the same step count; a
     # static power keeps |g|^p and the 1/p-th root plain arithmetic (no general pow).
     return optax.inject_hyperparams(jo.classp, static_args=("power",))(
-        threshold=lambda count: jnp.where(first_task(count), on_mnist, on_fmnist),
-        accumulate_only=first_task,
+        threshold=switch_at(steps_on_task1, *config.thresholds),
+        accumulate_only=switch_at(steps_on_task1, True, False),
         **hparams,
     )
 
@@ -212,22 +206,16 @@ def authors_evaluation(run: engine.Run) -> execution.FinalDiagnostics:
     Trained engine states (leading seed axis) → ``{"authors_train_acc": [S, T]}``. The
     dropout masks come from each seed's own key, so they differ between seeds.
     """
-    model = PyTorchMnistCNN(num_classes=run.scenario.num_classes)
-
-    def train_mode(lstate: learners.SupervisedState, x: jax.Array, key: jax.Array):
-        variables = {"params": lstate.params, **lstate.model_state}
-        return model.apply(variables, x, train=True, rngs={"dropout": key})
-
-    return training_accuracy(run, train_mode, stream=_AUTHORS_EVAL_STREAM, name="authors_train_acc")
+    apply = train_mode(PyTorchMnistCNN(num_classes=run.scenario.num_classes))
+    return training_accuracy(run, apply, stream=_AUTHORS_EVAL_STREAM, name="authors_train_acc")
 
 
 def method_metrics(results: engine.Results) -> dict[str, np.ndarray]:
     """The columns of both tables, per seed (NaN for diverged seeds)."""
     R, A = results.accuracy, results.diagnostics["authors_train_acc"]  # [S, 2, 2], [S, 2]
     columns = (R[:, 0, 0], R[:, 1, 0], R[:, 1, 1], R[:, 1].mean(-1), A[:, 0], A[:, 1], A.mean(-1))
-    diverged = np.asarray(results.diverged)
     return {
-        name: np.where(diverged, np.nan, np.asarray(column, np.float64))
+        name: nan_where_diverged(column, results.diverged)
         for name, column in zip(TEST_METRICS + AUTHORS_METRICS, columns, strict=True)
     }
 
@@ -308,13 +296,9 @@ EXPERIMENT = Experiment(
     final_diagnostics=lambda run, config: authors_evaluation(run),
     flags=flags,
     derive=data_sizes,
-    run_config=lambda args: {
-        **standard_run_config(args),
-        "shuffle": args.shuffle,
-        "paper_threshold": args.paper_threshold,
-        "train_per_dataset": args.train_per_dataset,
-        "test_per_dataset": args.test_per_dataset,
-    },
+    run_config=flags_run_config(
+        "shuffle", "paper_threshold", "train_per_dataset", "test_per_dataset"
+    ),
     row_metrics=lambda results, config, args: method_metrics(results),
     metrics=("mnist_retention", "fmnist", "average"),
     header=header,

@@ -54,20 +54,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optax
 
 from jaxcl import cli, data, engine, learners, report, scenarios, sparse
-from jaxcl.experiment import Experiment, quick_note
+from jaxcl.experiment import Experiment, flags_run_config, quick_note
 from jaxcl.models.cnn import CNN
 from jaxcl.models.resnet import ResNet
 from jaxcl.optim import masked_adam
+from jaxcl.schedules import step_decay
 
 INIT_NAMES = ("erk", "uniform")
 GROWTH_NAMES = (*sparse.GROWTH, "adaptive")
 SPARSITIES = (80, 90, 95)
 TASK_COUNTS = (5, 10, 20)
 COLUMNS = ("acc", "bwt", "fwt", "learning_acc", "used_fraction")
-RUN_FLAGS = ("seeds", "quick", "dataset", "evaluation")  # results.json's "config"
 # The README's CIFAR-100 runs (``muratonuryildirim/CL-with-DST`` ``README.md``, its 5-,
 # 10- and 20-task commands): epochs and update frequency per T.
 CIFAR_SCHEDULE = {5: (100, 100), 10: (100, 400), 20: (25, 100)}
@@ -162,16 +161,12 @@ def run_options(config: Config, *, chunk_size: int) -> dict[str, Any]:
 
 def learner_for(config: Config, scenario: scenarios.Scenario, sparsity: learners.DSTConfig) -> Any:
     """The DST learner of ``config`` with ``sparsity`` (concrete, or a grid cell's, traced)."""
-    # The engine's batches per task (what it passes the learner as Batch.task_steps).
     sizes = dict(batch_size=config.batch_size, epochs_per_task=config.epochs_per_task)
-    rows = dict(train_rows=scenario.train_idx.shape[1], test_rows=scenario.test_idx.shape[1])
-    spec = engine.RunSpec(num_tasks=scenario.num_tasks, **rows, **sizes)
-    steps = spec.epochs[0] * spec.batches_per_epoch
+    steps = engine.RunSpec.of(scenario, **sizes).task_steps[0]  # the engine's batches
     # LR ×0.1 at 1/2 and 3/4 of each task (the optimizer, hence its step count, restarts).
-    boundaries = {round(steps / 2): 0.1, round(3 * steps / 4): 0.1}
     return learners.dst(
         model_for(config, scenario),
-        masked_adam(optax.piecewise_constant_schedule(config.learning_rate, boundaries)),
+        masked_adam(step_decay(config.learning_rate, total_steps=steps)),
         input_dim=scenario.input_dim,
         task_classes=scenario.class_mask,
         sparsity=sparsity,
@@ -257,13 +252,7 @@ def table(rows: Sequence[dict], args: argparse.Namespace) -> str:
 
 def acc_grid(rows: Sequence[dict]) -> np.ndarray:
     """Mean ACC of each cell, ``[task count, sparsity, init, growth]``; NaN where not run."""
-    grid = np.full([len(values) for values in AXES.values()], np.nan)
-    for r in rows:
-        mean = r["metrics"]["acc"]["mean"]
-        grid[tuple(v.index(r["cell"][k]) for k, v in AXES.items())] = (
-            np.nan if mean is None else mean
-        )
-    return grid
+    return report.metric_grid(rows, "acc", AXES, lambda row: row["cell"])
 
 
 def findings(rows: Sequence[dict], args: argparse.Namespace) -> str:
@@ -330,7 +319,7 @@ EXPERIMENT = Experiment(
     build_grid=grid_run,
     quick_methods=[c.name for c in GRID if c.num_tasks == 5 and c.sparsity == 90],
     flags=flags,
-    run_config=lambda args: {flag: getattr(args, flag) for flag in RUN_FLAGS},
+    run_config=flags_run_config("dataset", "evaluation"),
     row_metrics=row_metrics,
     row_fields=row_fields,
     metrics=COLUMNS,

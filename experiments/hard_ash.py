@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from jaxcl import _checks, cli, data, engine, learners, report, scenarios
 from jaxcl.activations import get_activation
@@ -121,21 +120,15 @@ class Config:
             object.__setattr__(self, "optimizer_hparams", pinned)
 
 
+# --quick: a 64-unit MLP on 256 / 128 images per task.
+QUICK = dict(hidden=(64,), max_train_per_task=256, max_test_per_task=128)
 # Every activation x optimizer cell; --grid runs them all.
 METHODS = {f"{a}+{o}": Config(a, o) for a in PINNED_ACTIVATIONS for o in PINNED_OPTIMIZERS}
 
 
 def configure(config: Config, *, quick: bool) -> Config:
-    """The configuration run: under ``quick``, a 64-unit MLP on 256/128 images per task."""
-    if not quick:
-        return config
-    return Config(
-        config.activation,
-        config.optimizer,
-        hidden=(64,),
-        max_train_per_task=256,
-        max_test_per_task=128,
-    )
+    """The configuration run: under ``quick``, :data:`QUICK` (pinned values resolved anew)."""
+    return Config(config.activation, config.optimizer, **QUICK) if quick else config
 
 
 def load_mnist(data_dir: str | None = None) -> data.ArrayDataset:
@@ -279,11 +272,10 @@ def plot_heatmap(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
         return
     acts = [a for a in PINNED_ACTIVATIONS if any(r["method"].startswith(a + "+") for r in rows)]
     opts = [o for o in PINNED_OPTIMIZERS if any(r["method"].endswith("+" + o) for r in rows)]
-    grid = np.full((len(acts), len(opts)), np.nan)
-    for r in rows:
-        a, o = r["method"].split("+")
-        mean = r["metrics"]["pooled_acc"]["mean"]
-        grid[acts.index(a), opts.index(o)] = np.nan if mean is None else mean
+    axes = {"activation": acts, "optimizer": opts}  # a method is "<activation>+<optimizer>"
+    grid = report.metric_grid(
+        rows, "pooled_acc", axes, lambda r: dict(zip(axes, r["method"].split("+"), strict=True))
+    )
     report.heatmap(
         grid,
         out / "grid_heatmap.png",

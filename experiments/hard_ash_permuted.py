@@ -97,7 +97,7 @@ METHODS = {
 
 def configure(config: Config, *, quick: bool, num_tasks: int) -> Config:
     """The configuration run: ``num_tasks`` tasks; under ``quick``, ``hard_ash.py``'s sizes."""
-    sizes = dict(hidden=(64,), max_train_per_task=256, max_test_per_task=128) if quick else {}
+    sizes = hard_ash.QUICK if quick else {}
     return dataclasses.replace(config, num_tasks=num_tasks, **sizes)
 
 

@@ -19,17 +19,9 @@ findings are checked with Welch 95% CIs of the differences to SGD.
 
     python experiments/plasticity.py                 # 2 streams x 6 methods, 10 seeds
     python experiments/plasticity.py --timing        # + all seeds vmapped vs seed by seed
-    python experiments/plasticity.py --sweep         # the ρ / r x α sensitivity sweep
     python experiments/plasticity.py --quick         # seconds-long smoke run
 
-The sensitivity sweep (``--sweep``; the paper gives no sweep): at lr 0.01 on both streams,
-SAM at ρ in :data:`SAM_RHOS` and GNP at r in :data:`GNP_RS` × α in :data:`GNP_ALPHAS`,
-beside SGD. ρ, r and α are traced (:func:`jaxcl.engine.grid`): each stream's SAM cells
-are one compiled program, its GNP cells another (4 programs and the 2 SGD rows instead of
-38 programs). Below the table, each cell's plasticity loss minus SGD's and the cells where
-the paper's findings hold. A sweep cell at the table's values is not the table's row bit
-for bit: there ρ, r, α are Python constants (1 − α is computed in float64, then rounded to
-float32; traced, it is computed in float32), so losses differ in their last bits.
+The sensitivity sweep of SAM's ρ and GNP's r × α is ``experiments/plasticity_sweep.py``.
 
 Unknowns of the paper, chosen here (all flags): the MLP 784-100-100-out (ReLU, biases,
 He-normal init), batch 32, one epoch per task on the first 10000 training examples of the
@@ -47,17 +39,6 @@ pairs: SAM loses significantly more plasticity than SGD, but by only +0.1 and +0
 GNP keeps plasticity *worst*, not best (SGD best at both learning rates). One vmapped
 program for 10 seeds × 100 tasks: 68 s vs 86 s seed by seed (1.26×: on 2 CPU cores the
 step is compute-bound, vmap saves dispatch only).
-
-Measured, the sweep (``--sweep --train-per-task 2000 --permuted-tasks 50``, 10 seeds;
-6 compiled programs, 45 min on 2 CPU cores shared with other jobs;
-``results/plasticity_sweep/``): no SAM or GNP cell loses significantly less plasticity
-than SGD on either stream. The loss grows with ρ and with r and α: on class pairs SAM is
-within 0.2 points of SGD up to ρ = 0.02, +0.6 at ρ = 0.1, then collapses (+27.5 at
-ρ = 0.2, +38.7 at 0.5: the last tasks at chance); GNP is within 0.1 points at r = 0.05
-and significantly worse from r = 0.125 (+0.8 at the table's α = 0.8), up to +39.6 at
-r = 0.5, α = 0.8. The paper's GNP finding (GNP keeps plasticity best) holds only at the
-weakest penalty, r = 0.05 and α = 0.2, by 0.0 points (not significant). On permuted MNIST
-every GNP cell and SAM from ρ = 0.02 lose significantly more plasticity than SGD.
 """
 
 from __future__ import annotations
@@ -65,15 +46,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxcl import _checks, cli, data, engine, learners, metrics, report, scenarios
+from jaxcl import cli, data, engine, learners, metrics, report, scenarios
 from jaxcl.experiment import (
+    Difference,
     Experiment,
-    difference,
+    difference_table,
+    differences,
     quick_note,
     seed_timing_extras,
     standard_run_config,
@@ -85,7 +69,7 @@ STREAMS = ("permuted", "class_pairs")
 OPTIMIZERS = ("sgd", "sam", "gnp")
 LEARNING_RATES = (0.01, 0.001)
 METRICS = ("first", "last", "plasticity_loss")
-CLASS_PAIRS = tuple(itertools.combinations(range(10), 2))  # MNIST's digits, in order
+NUM_PAIRS = math.comb(10, 2)  # the class pairs of MNIST's digits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,31 +104,9 @@ def method_name(stream: str, optimizer: str, learning_rate: float) -> str:
     return f"{stream}/{optimizer}@{learning_rate:g}"
 
 
-TABLE = {
+METHODS = {
     method_name(*spec): spec for spec in itertools.product(STREAMS, OPTIMIZERS, LEARNING_RATES)
 }
-# The sensitivity sweep (--sweep) at one learning rate: SAM's ρ, GNP's r × α (α = λ / r).
-SWEEP_LR = 0.01
-SAM_RHOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-GNP_RS = (0.05, 0.125, 0.25, 0.5)
-GNP_ALPHAS = (0.2, 0.5, 0.8)
-SWEPT = {"sam": ("rho",), "gnp": ("gnp_r", "gnp_alpha")}  # the traced fields
-
-
-def sweep_cells(stream: str) -> dict[str, tuple[str, str, float, dict[str, float]]]:
-    """The sweep's cells of ``stream``: ``{name: (stream, optimizer, lr, traced values)}``."""
-    cells = {}
-    for rho in SAM_RHOS:
-        name = f"{method_name(stream, 'sam', SWEEP_LR)}/rho={rho:g}"
-        cells[name] = (stream, "sam", SWEEP_LR, {"rho": rho})
-    for r, alpha in itertools.product(GNP_RS, GNP_ALPHAS):
-        name = f"{method_name(stream, 'gnp', SWEEP_LR)}/r={r:g}/alpha={alpha:g}"
-        cells[name] = (stream, "gnp", SWEEP_LR, {"gnp_r": r, "gnp_alpha": alpha})
-    return cells
-
-
-SWEEP = {name: spec for stream in STREAMS for name, spec in sweep_cells(stream).items()}
-METHODS = {**TABLE, **SWEEP}
 
 
 def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.Scenario:
@@ -153,9 +115,7 @@ def build_scenario(config: Config, *, data_dir: str | None = None) -> scenarios.
     sizes = {"max_train_per_task": config.train_per_task, "max_test_per_task": config.test_per_task}
     if config.stream == "permuted":
         return scenarios.permuted(mnist, num_tasks=config.num_tasks, seed=config.perm_seed, **sizes)
-    if not 1 <= config.num_tasks <= len(CLASS_PAIRS):
-        _checks.fail("num_tasks", f"in [1, {len(CLASS_PAIRS)}]", config.num_tasks)
-    return scenarios.from_class_groups(mnist, CLASS_PAIRS[: config.num_tasks], **sizes)
+    return scenarios.class_pairs(mnist, num_tasks=config.num_tasks, **sizes)
 
 
 def build_run(
@@ -198,35 +158,26 @@ def build_run(
     )
 
 
-def grid_run(configs: dict[str, Config], args: argparse.Namespace) -> engine.Run:
-    """The experiment's ``build_grid``: sweep cells of one stream and optimizer."""
-    first = next(iter(configs.values()))
-    traced = SWEPT[first.optimizer]
-    grid = engine.grid({n: {f: getattr(c, f) for f in traced} for n, c in configs.items()})
-    chunk_size = cli.chunk_size(args, first.num_tasks)
-    return build_run(first, data_dir=args.data_dir, chunk_size=chunk_size, grid=grid)
-
-
 def new_task_accuracy(results: engine.Results) -> np.ndarray:
     """``[S, T]`` accuracy on each task right after training it (NaN for diverged seeds)."""
     return metrics.new_task_accuracy(results.accuracy, diverged=results.diverged)
 
 
-def compare_to_sgd(rows: list[dict]) -> list[tuple[str, str, float, dict]]:
-    """``(stream, optimizer, lr, {metric: Difference})`` of SAM and GNP minus SGD."""
-    out = []
-    for stream, lr, opt in itertools.product(STREAMS, LEARNING_RATES, ("sam", "gnp")):
-        sgd, other = method_name(stream, "sgd", lr), method_name(stream, opt, lr)
-        diffs = {m: difference(rows, other, sgd, m) for m in ("plasticity_loss", "last")}
-        if diffs["last"] is not None:
-            out.append((stream, opt, lr, diffs))
-    return out
+def compare_to_sgd(rows: list[dict]) -> dict[str, dict[str, Difference]]:
+    """``{SAM or GNP row: {metric: Difference}}``, each row minus SGD's at its learning rate."""
+    pairs = {
+        method_name(stream, opt, lr): (method_name(stream, opt, lr), method_name(stream, "sgd", lr))
+        for stream, lr, opt in itertools.product(STREAMS, LEARNING_RATES, ("sam", "gnp"))
+    }
+    return differences(rows, pairs, ("plasticity_loss", "last"))
 
 
 def paper_findings(rows: list[dict]) -> list[str]:
     """The paper's three findings, checked per learning rate on the rows that were run."""
-    lines, diffs = [], compare_to_sgd(rows)
-    if perm := [(f"{opt}@{lr:g}", d) for stream, opt, lr, d in diffs if stream == "permuted"]:
+    lines, diffs = [], {METHODS[name]: d for name, d in compare_to_sgd(rows).items()}
+    if perm := [
+        (f"{opt}@{lr:g}", d) for (stream, opt, lr), d in diffs.items() if stream == "permuted"
+    ]:
         helps = {"plasticity_loss": "lower", "last": "higher"}  # a significant benefit
         better = [n for n, d in perm if any(d[m].verdict == v for m, v in helps.items())]
         verdict = f"does NOT hold ({', '.join(better)} helps)" if better else "holds"
@@ -234,7 +185,7 @@ def paper_findings(rows: list[dict]) -> list[str]:
             "Permuted MNIST, no significant benefit of SAM/GNP over SGD (smaller plasticity "
             f"loss or higher accuracy on the last tasks): {verdict}."
         )
-    for stream, opt, lr, d in diffs:
+    for (stream, opt, lr), d in diffs.items():
         if stream == "class_pairs" and opt == "sam":
             loss = d["plasticity_loss"]
             lines.append(
@@ -258,12 +209,9 @@ def paper_findings(rows: list[dict]) -> list[str]:
     return lines
 
 
-def header(rows: list[dict], args: argparse.Namespace) -> str:
+def header(rows: list[dict], args: argparse.Namespace, *, note: str = "") -> str:
+    """The text above the table; ``note``, a sentence after the protocol's."""
     s = args.shared
-    sweep_note = (
-        f" The --sweep cells (lr {SWEEP_LR:g}) take the ρ, r and α in their names, traced: "
-        "one compiled program per stream and optimizer."
-    )
     return (
         "Plasticity = accuracy on each task right after training it; first/last = mean over "
         f"the first/last {args.window} tasks; plasticity_loss = first − last (positive: "
@@ -272,88 +220,14 @@ def header(rows: list[dict], args: argparse.Namespace) -> str:
         f"on {s['train_per_task'] or 'all'} training examples, SAM ρ={args.rho}, GNP "
         f"r={args.gnp_r} α={args.gnp_alpha} (λ={args.gnp_r * args.gnp_alpha:g}), class pairs "
         f"with a {'2-unit' if args.pair_head == 'pair' else '10-way shared'} head."
-        f"{sweep_note if any(r['method'] in SWEEP for r in rows) else ''}{quick_note(args)}\n\n"
+        f"{note}{quick_note(args)}\n\n"
     )
-
-
-def _mean_loss(row: dict) -> float:
-    return float(np.nanmean(report.per_seed(row)["plasticity_loss"]))
-
-
-def _cell(rows: list[dict], name: str, sgd: str) -> str:
-    """``"+1.2 ± 0.3*"``: the cell's plasticity loss minus SGD's (* significant)."""
-    d = difference(rows, name, sgd, "plasticity_loss")
-    return d.points() + ("*" if d.significant else "")
-
-
-def _listed(labels: list[str]) -> str:
-    return ", ".join(labels) if labels else "none"
-
-
-def sweep_findings(rows: list[dict]) -> str:
-    """The sensitivity sweep: each cell's plasticity loss minus SGD's, and where in the sweep
-    the paper's findings hold (computed from the rows; nothing assumed)."""
-    by_method = {row["method"]: row for row in rows}
-    text = ""
-    for stream in STREAMS:
-        sgd = method_name(stream, "sgd", SWEEP_LR)
-        cells = {n: spec for n, spec in sweep_cells(stream).items() if n in by_method}
-        if sgd not in by_method or not cells:
-            continue
-        sam = {n: v["rho"] for n, (_, o, _, v) in cells.items() if o == "sam"}
-        gnp = {n: (v["gnp_r"], v["gnp_alpha"]) for n, (_, o, _, v) in cells.items() if o == "gnp"}
-        text += (
-            f"\nSweep, {stream}, lr {SWEEP_LR:g}: plasticity loss minus SGD's (points, Welch "
-            f"95% CI, * significant; SGD's own: {100 * _mean_loss(by_method[sgd]):+.1f}):\n\n"
-        )
-        if sam:
-            text += "| SAM ρ | " + " | ".join(f"{rho:g}" for rho in sam.values()) + " |\n"
-            text += "|---" * (len(sam) + 1) + "|\n| Δ | "
-            text += " | ".join(_cell(rows, n, sgd) for n in sam) + " |\n\n"
-        if gnp:
-            alphas = sorted({a for _, a in gnp.values()})
-            text += "| GNP r \\ α | " + " | ".join(f"{a:g}" for a in alphas) + " |\n"
-            text += "|---" * (len(alphas) + 1) + "|\n"
-            for r in sorted({r for r, _ in gnp.values()}):
-                at = {a: n for n, (r_, a) in gnp.items() if r_ == r}
-                line = " | ".join(_cell(rows, at[a], sgd) if a in at else "–" for a in alphas)
-                text += f"| {r:g} | {line} |\n"
-        labels = {n: f"SAM ρ={rho:g}" for n, rho in sam.items()}
-        labels.update({n: f"GNP r={r:g} α={a:g}" for n, (r, a) in gnp.items()})
-        verdicts = {n: difference(rows, n, sgd, "plasticity_loss").verdict for n in labels}
-        lower = [labels[n] for n, v in verdicts.items() if v == "lower"]
-        higher = [labels[n] for n, v in verdicts.items() if v == "higher"]
-        text += (
-            f"\n- significantly less plasticity loss than SGD: {_listed(lower)}\n"
-            f"- significantly more plasticity loss than SGD: {_listed(higher)}\n"
-        )
-        if stream == "class_pairs" and gnp:
-            rivals = min(_mean_loss(by_method[n]) for n in (sgd, *sam))
-            best = [n for n in gnp if _mean_loss(by_method[n]) < rivals]
-            significant = sum(verdicts[n] == "lower" for n in best)
-            text += (
-                "- the paper's GNP finding, GNP keeps plasticity best (mean plasticity loss "
-                f"below SGD's and below SAM's at every swept ρ), holds at: "
-                f"{_listed([labels[n] for n in best])} ({len(best)} of {len(gnp)} GNP cells; "
-                f"significantly below SGD's in {significant} of them)\n"
-            )
-    return text
-
-
-def findings(rows: list[dict], args: argparse.Namespace) -> str:
-    """The differences to SGD, the verdict on the paper's findings and the sweep's."""
-    return table_findings([r for r in rows if r["method"] in TABLE]) + sweep_findings(rows)
 
 
 def table_findings(rows: list[dict]) -> str:
     """The table's differences to SGD and the verdict on the paper's findings."""
-    text = ""
-    if diffs := compare_to_sgd(rows):
-        text += "\nDifference to SGD at the same learning rate (Welch 95% CI, points):\n\n"
-        text += "| setting | Δ plasticity_loss | Δ last |\n|---|---|---|\n"
-        for stream, opt, lr, d in diffs:
-            cells = " | ".join(d[m].points() for m in ("plasticity_loss", "last"))
-            text += f"| {stream}/{opt}@{lr:g} | {cells} |\n"
+    title = "Difference to SGD at the same learning rate (Welch 95% CI, points)"
+    text = difference_table(compare_to_sgd(rows), title=title, label="setting")
     if lines := paper_findings(rows):
         return text + "\nThe paper's findings here:\n\n" + "".join(f"- {x}\n" for x in lines)
     return text + (
@@ -364,7 +238,6 @@ def table_findings(rows: list[dict]) -> str:
 
 def plot_curves(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     """One PNG per stream and learning rate: new-task accuracy vs task, mean ± 95% CI."""
-    rows = [r for r in rows if r["method"] in TABLE]  # the sweep's cells: in the findings
     for stream, lr in itertools.product(STREAMS, LEARNING_RATES):
         if chosen := [r for r in rows if r["stream"] == stream and r["learning_rate"] == lr]:
             report.plot_accuracy_curves(
@@ -394,15 +267,15 @@ def timed_name(c: dict) -> str:
 
 
 def flags(parser: argparse.ArgumentParser) -> None:
-    add, pos, nonneg = parser.add_argument, cli.positive_int, cli.non_negative_int
+    add, pos, count = parser.add_argument, cli.positive_int, cli.count_or_all
     add("--permuted-tasks", type=pos, default=100, help="Permuted MNIST tasks")
-    pairs = cli.int_between(1, len(CLASS_PAIRS))
-    add("--pair-tasks", type=pairs, default=len(CLASS_PAIRS), help="class-pair tasks")
+    pairs = cli.int_between(1, NUM_PAIRS)
+    add("--pair-tasks", type=pairs, default=NUM_PAIRS, help="class-pair tasks")
     add("--width", type=pos, default=100, help="units per hidden layer")
     add("--batch-size", type=pos, default=32)
     add("--epochs", type=pos, default=1, dest="epochs_per_task", help="epochs per task")
-    add("--train-per-task", type=nonneg, default=10000, help="training examples (0: all)")
-    add("--test-per-task", type=nonneg, default=0, help="test examples per task (0: all)")
+    add("--train-per-task", type=count, default=10000, help="training examples (0: all)")
+    add("--test-per-task", type=count, default=None, help="test examples per task (0: all)")
     add("--rho", type=cli.non_negative_float, default=0.05, help="SAM radius")
     add("--gnp-r", type=cli.non_negative_float, default=0.125, help="GNP perturbation radius")
     add("--gnp-alpha", type=cli.finite_float, default=0.8, help="GNP alpha = lambda / r")
@@ -426,9 +299,6 @@ def derive(args: argparse.Namespace) -> dict[str, Any]:
     """Config fields shared by every row, tasks per stream, and the window they allow."""
     fields = [field.name for field in dataclasses.fields(Config)][4:]  # each has a flag
     shared = {name: getattr(args, name) for name in fields}
-    shared.update(
-        train_per_task=args.train_per_task or None, test_per_task=args.test_per_task or None
-    )
     tasks = {"permuted": args.permuted_tasks, "class_pairs": args.pair_tasks}
     if args.quick:
         shared.update(width=32, train_per_task=64, test_per_task=64)
@@ -456,12 +326,6 @@ EXPERIMENT = Experiment(
     build=lambda config, args: build_run(
         config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, config.num_tasks)
     ),
-    default_methods=tuple(TABLE),
-    method_sets={
-        "sweep": (*(method_name(s, "sgd", SWEEP_LR) for s in STREAMS), *SWEEP),
-    },
-    traced={name: SWEPT[spec[1]] for name, spec in SWEEP.items()},
-    build_grid=grid_run,
     flags=flags,
     derive=derive,
     run_config=lambda args: {
@@ -477,10 +341,8 @@ EXPERIMENT = Experiment(
     row_fields=row_fields,
     metrics=METRICS,
     header=header,
-    table=lambda rows, args: report.markdown_table(
-        [r for r in rows if r["method"] in TABLE], metrics=METRICS
-    ),
-    findings=findings,
+    table=lambda rows, args: report.markdown_table(rows, metrics=METRICS),
+    findings=lambda rows, args: table_findings(rows),
     extras=seed_timing_extras(timed_run, curves=new_task_accuracy, describe=timed_name),
     curves=False,
     plots=plot_curves,

@@ -124,6 +124,11 @@ def non_negative_int(text: str) -> int:
     return _int_in(text, 0, math.inf, "an integer >= 0")
 
 
+def count_or_all(text: str) -> int | None:
+    """``argparse`` type of a "first N examples" flag: an integer >= 1, or 0 for all (None)."""
+    return _int_in(text, 0, math.inf, "an integer >= 0 (0: all)") or None
+
+
 def int_between(minimum: int, maximum: int) -> Callable[[str], int]:
     """``argparse`` type: an integer in ``[minimum, maximum]``."""
     return lambda text: _int_in(text, minimum, maximum, f"an integer in [{minimum}, {maximum}]")

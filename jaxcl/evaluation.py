@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +24,24 @@ from jaxcl.losses import mask_logits
 from jaxcl.scenarios import Scenario
 from jaxcl.types import PyTree
 
-__all__ = ["training_accuracy"]
+__all__ = ["train_mode", "training_accuracy"]
 
 # (learner state, inputs [B, D], PRNG key) -> logits [B, C]
 Apply = Callable[[PyTree, jax.Array, jax.Array], jax.Array]
+
+
+def train_mode(model: Any) -> Apply:
+    """The ``apply`` of :func:`training_accuracy` for a :func:`jaxcl.learners.supervised`
+    learner's flax ``model`` in training mode: ``model.apply({"params": ..., **model_state},
+    x, train=True, rngs={"dropout": key})`` (dropout on, as a PyTorch model evaluated
+    without ``model.eval()``).
+    """
+
+    def apply(state: PyTree, x: jax.Array, key: jax.Array) -> jax.Array:
+        variables = {"params": state.params, **state.model_state}
+        return model.apply(variables, x, train=True, rngs={"dropout": key})
+
+    return apply
 
 
 def training_accuracy(
@@ -50,12 +65,9 @@ def training_accuracy(
     seed, task and batch, reproducibly; ``stream`` tells measurements of one run apart.
 
     This is how the CLASSP authors report accuracy: on the training sets with the model
-    left in training mode (``oswaldoludwig/CLASSP`` ``experiment_CV.py``). For a
-    :func:`jaxcl.learners.supervised` learner whose module takes ``train`` (dropout)::
-
-        apply = lambda state, x, key: model.apply(
-            {"params": state.params, **state.model_state}, x, train=True, rngs={"dropout": key}
-        )
+    left in training mode (``oswaldoludwig/CLASSP`` ``experiment_CV.py``): for a
+    :func:`jaxcl.learners.supervised` learner whose module takes ``train`` (dropout),
+    ``apply = train_mode(model)`` (:func:`train_mode`).
 
     Args:
       run: the compiled run whose trained states the result measures.

@@ -45,13 +45,14 @@ the same, see the README's "Your own benchmark"):
    the flags once (e.g. a task count that depends on ``--quick``), set on ``args`` for
    every later hook; ``run_config(args)`` is results.json's ``"config"``, everything
    shared by the rows that changes results (rows of another run configuration are never
-   merged).
+   merged; :func:`flags_run_config` names the flags it holds).
 5. **Table and findings.** ``metrics`` are the table's columns, ``paper`` the published
    numbers beside them (``{method: {metric: fraction}}``), ``header(rows, args)`` the
    text above (:func:`quick_note` marks a smoke run); ``table(rows, args)`` replaces the
    standard table (several tables, numbers that depend on a flag). ``findings(rows,
    args)`` is the text below: the paper's claims checked on the rows, e.g. with
-   :func:`comparisons` (Welch 95% intervals of "A beats B") or :func:`checklist`.
+   :func:`comparisons` (Welch 95% intervals of "A beats B"), :func:`differences` and
+   :func:`difference_table` (several metrics per pair) or :func:`checklist`.
    ``extras(previous, args)`` adds top-level results.json entries that are not rows and
    their text (:func:`seed_timing_extras`: a ``--timing`` of vmapped against sequential
    seeds).
@@ -71,9 +72,9 @@ its dead units after each task, ``diagnostics``; its ``--dataset``, ``flags`` +
 training sets, ``final_diagnostics``; its two tables, ``table``; DST's grid cells, one
 program per task count, ``traced`` + ``build_grid`` (and ``quick_methods``); plasticity's
 current-task-only evaluation, ``engine_metrics=False``; its timing of vmapped against
-sequential seeds, ``extras`` from :func:`seed_timing_extras`; its ρ/r/α sweep, a method
-set whose methods are ``traced``; Hard ASH's ``--grid``, ``method_sets`` and one program
-per optimizer family (``traced``).
+sequential seeds, ``extras`` from :func:`seed_timing_extras`; its ρ/r/α sweep, another
+experiment (``dataclasses.replace`` of it) whose methods are ``traced``; Hard ASH's
+``--grid``, ``method_sets`` and one program per optimizer family (``traced``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ __all__ = [
     "comparisons",
     "config_record",
     "difference",
+    "difference_table",
+    "differences",
+    "flags_run_config",
     "quick_note",
     "seed_timing",
     "seed_timing_extras",
@@ -120,6 +124,19 @@ def config_record(config: Any) -> dict[str, Any] | None:
 def standard_run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The run-level configuration of most experiments: the seed count and ``--quick``."""
     return {"seeds": args.seeds, "quick": args.quick}
+
+
+def flags_run_config(*names: str) -> Callable[[Args], dict[str, Any]]:
+    """A ``run_config``: :func:`standard_run_config`, then the flags ``names`` (``args.<name>``,
+    derived values included), in that order.
+
+    >>> flags_run_config("dataset")(argparse.Namespace(seeds=3, quick=False, dataset="mnist"))
+    {'seeds': 3, 'quick': False, 'dataset': 'mnist'}
+    """
+    return lambda args: {
+        **standard_run_config(args),
+        **{name: getattr(args, name) for name in names},
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +295,48 @@ def difference(rows: Rows, a: str, b: str, metric: str) -> Difference | None:
         return None
     values = [report.per_seed(by_method[m])[metric] for m in (a, b)]
     return Difference(*metrics.difference_ci95(*values))
+
+
+def differences(
+    rows: Rows, pairs: Mapping[str, tuple[str, str]], metrics: Sequence[str]
+) -> dict[str, dict[str, Difference]]:
+    """``{label: {metric: row a − row b}}`` (:func:`difference`) for each labelled pair
+    ``(a, b)`` of ``pairs`` whose two rows exist, in the order of ``pairs``.
+
+    A pair with a missing row (a ``--methods`` subset) is left out.
+    """
+    out = {}
+    for label, (a, b) in pairs.items():
+        diffs = {metric: difference(rows, a, b, metric) for metric in metrics}
+        if all(diff is not None for diff in diffs.values()):
+            out[label] = diffs
+    return out
+
+
+def difference_table(
+    diffs: Mapping[str, Mapping[str, Difference]], *, title: str, label: str = "pair"
+) -> str:
+    """:func:`differences` as a markdown table after a line ``title``: a row per pair
+    (its label in the column ``label``), a column ``Δ <metric>`` per metric, each cell the
+    difference in points with its Welch 95% half-width (``+1.2 ± 0.3``); ``""`` for none.
+
+    >>> print(difference_table({"b − a": {"acc": Difference(0.012, 0.003)}}, title="Gains"))
+    <BLANKLINE>
+    Gains:
+    <BLANKLINE>
+    | pair | Δ acc |
+    |---|---|
+    | b − a | +1.2 ± 0.3 |
+    <BLANKLINE>
+    """
+    if not diffs:
+        return ""
+    metrics_ = list(next(iter(diffs.values())))
+    text = f"\n{title}:\n\n| {label} | " + " | ".join(f"Δ {m}" for m in metrics_) + " |\n"
+    text += "|---" * (len(metrics_) + 1) + "|\n"
+    for name, row in diffs.items():
+        text += f"| {name} | " + " | ".join(row[m].points() for m in metrics_) + " |\n"
+    return text
 
 
 def comparisons(rows: Rows, pairs: Iterable[tuple[str, str]], metric: str, *, title: str) -> str:

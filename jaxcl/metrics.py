@@ -49,6 +49,7 @@ __all__ = [
     "forward_transfer",
     "learning_accuracy",
     "mean_ci95",
+    "nan_where_diverged",
     "new_task_accuracy",
     "plasticity_loss",
     "pooled_accuracy",
@@ -301,7 +302,25 @@ def new_task_accuracy(R: ArrayLike, *, diverged: ArrayLike | None = None) -> np.
     curves = np.diagonal(R, axis1=-2, axis2=-1)
     if diverged is None:
         return curves.copy()
-    return np.where(np.asarray(diverged, dtype=bool)[..., None], np.nan, curves)
+    return nan_where_diverged(curves, diverged)
+
+
+def nan_where_diverged(values: ArrayLike, diverged: ArrayLike) -> np.ndarray:
+    """``values`` as float64 with NaN for every seed that diverged (host-side NumPy).
+
+    What the engine's metrics hold for a diverged seed, for an experiment's own.
+
+    Args:
+      values: ``[S, ...]`` per-seed values.
+      diverged: ``[S]`` bool, e.g. ``Results.diverged`` (or ``[..., S]`` leading ``values``).
+
+    >>> nan_where_diverged([[1.0, 2.0], [3.0, 4.0]], [False, True]).tolist()
+    [[1.0, 2.0], [nan, nan]]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    diverged = np.asarray(diverged, dtype=bool)
+    trailing = (1,) * (values.ndim - diverged.ndim)
+    return np.where(diverged.reshape(diverged.shape + trailing), np.nan, values)
 
 
 def plasticity_loss(curves: ArrayLike, *, window: int) -> dict[str, np.ndarray]:

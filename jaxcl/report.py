@@ -16,7 +16,7 @@ name), so a crash never leaves a half-written file behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "heatmap",
     "markdown_table",
     "merge_rows",
+    "metric_grid",
     "per_seed",
     "plot_accuracy_curves",
     "plot_metric_bars",
@@ -282,6 +283,38 @@ def plot_metric_bars(
     handles, legends = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, legends, loc="lower center", ncol=n, bbox_to_anchor=(0.5, -0.2))
     return save_figure(fig, path)
+
+
+def metric_grid(
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    axes: Mapping[str, Sequence[Any]],
+    place: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+) -> np.ndarray:
+    """Each row's mean ``metric`` at its place in a grid of ``axes``, e.g. for :func:`heatmap`.
+
+    Args:
+      rows: results.json rows.
+      metric: a key of each row's ``"metrics"``.
+      axes: ``{axis: its values in order}``; the grid has shape ``[len(values) ...]``.
+      place: ``row -> {axis: value}``, where the row stands on every axis.
+
+    Returns:
+      float64 array of the means; NaN where no row stands or the mean is null.
+
+    >>> rows = [{"method": "relu+sgd", "metrics": {"acc": {"mean": 0.5}}}]
+    >>> axes = {"activation": ["relu", "tanh"], "optimizer": ["sgd"]}
+    >>> at = lambda row: dict(zip(axes, row["method"].split("+")))
+    >>> metric_grid(rows, "acc", axes, at).tolist()
+    [[0.5], [nan]]
+    """
+    grid = np.full([len(values) for values in axes.values()], np.nan)
+    for row in rows:
+        mean, at = row["metrics"][metric]["mean"], place(row)
+        grid[tuple(values.index(at[axis]) for axis, values in axes.items())] = (
+            np.nan if mean is None else mean
+        )
+    return grid
 
 
 def heatmap(

@@ -232,15 +232,21 @@ def class_pairs(
     data: data_lib.ArrayDataset,
     /,
     *,
+    num_tasks: int | None = None,
     head: str = "shared",
     max_train_per_task: int | None = None,
     max_test_per_task: int | None = None,
 ) -> Scenario:
     """Every pair of classes as a task, in lexicographic order: (0,1), (0,2), ..., (8,9).
 
-    ``head`` and the subset sizes as in :func:`from_class_groups`.
+    ``num_tasks``: the first this many pairs, in [1, C(C − 1)/2] (None: all). ``head`` and
+    the subset sizes as in :func:`from_class_groups`.
     """
     groups = list(itertools.combinations(range(data.num_classes), 2))
+    if num_tasks is not None:
+        if not 1 <= _checks.integer("num_tasks", num_tasks) <= len(groups):
+            _checks.fail("num_tasks", f"in [1, {len(groups)}]", num_tasks)
+        groups = groups[:num_tasks]
     sizes = dict(max_train_per_task=max_train_per_task, max_test_per_task=max_test_per_task)
     return from_class_groups(data, groups, head=head, **sizes)
 
@@ -359,6 +365,8 @@ def sequence(
     *,
     label_offset: bool = False,
     head: str = "shared",
+    max_train_per_task: int | None = None,
+    max_test_per_task: int | None = None,
 ) -> Scenario:
     """One task per dataset, in order (e.g. MNIST then Fashion-MNIST).
 
@@ -367,10 +375,20 @@ def sequence(
       label_offset: False shares one head across datasets (labels 0..C−1 in every task,
         as the CLASSP code does); True gives each dataset its own label range.
       head: see the module docstring.
+      max_train_per_task, max_test_per_task: None (all) or an int >= 1: keep only each
+        dataset's first this many training (test) examples, as :func:`from_class_groups`.
     """
     _checks.one_of("head", head, HEADS)
+    _check_subset_size("max_train_per_task", max_train_per_task)
+    _check_subset_size("max_test_per_task", max_test_per_task)
     if not datasets:
         _checks.fail("datasets", "non-empty (a sequence needs at least one dataset)", datasets)
+    train, test = slice(max_train_per_task), slice(max_test_per_task)
+    kept = {"train_x": train, "train_y": train, "test_x": test, "test_y": test}
+    datasets = [
+        (name, d._replace(**{field: getattr(d, field)[rows] for field, rows in kept.items()}))
+        for name, d in datasets
+    ]
     dims = {d.train_x.shape[1:] for _, d in datasets}
     if len(dims) != 1:
         _checks.fail("the datasets' input shapes", "all the same", sorted(dims))

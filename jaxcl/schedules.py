@@ -1,22 +1,34 @@
-"""Schedules of SDM's Top-K: epoch-linear k annealing and the per-neuron GABA switch.
+"""Schedules: pure functions of a step counter, for optimizers and SDM's Top-K.
 
-Both are pure functions of a counter (the global epoch, or a neuron's activation count), so
-they run inside ``jit``/``vmap``/``lax.scan`` with the counter as a traced value.
+All are pure functions of a counter (the global epoch, a neuron's activation count, an
+optimizer's step count), so they run inside ``jit``/``vmap``/``lax.scan`` with the counter
+as a traced value, and as optax schedules (``learning_rate=schedule``, or any
+hyperparameter of ``optax.inject_hyperparams``).
 
-References:
-  Bricken et al., "Sparse Distributed Memory is a Continual Learner", ICLR 2023,
-  arXiv 2303.11934, Eq. 4 and App. B.3; code ``TrentBrick/SDMContinualLearner``
-  ``models/TopK_Act.py`` (``Top_K.get_curr_k`` and the ``GABA_SWITCH_ACT_BIN`` branch).
+* :func:`linear_k` and :func:`gaba_coefficient`: SDM's epoch-linear k annealing and the
+  per-neuron GABA switch (Bricken et al., "Sparse Distributed Memory is a Continual
+  Learner", ICLR 2023, arXiv 2303.11934, Eq. 4 and App. B.3; code
+  ``TrentBrick/SDMContinualLearner`` ``models/TopK_Act.py``, ``Top_K.get_curr_k`` and the
+  ``GABA_SWITCH_ACT_BIN`` branch).
+* :func:`switch_at`: one value before a step, another from it on (e.g. a hyperparameter
+  per task of a two-task stream).
+* :func:`step_decay`: a learning rate multiplied by a factor at fractions of training
+  (×0.1 at 1/2 and 3/4, as the PyTorch ``MultiStepLR`` recipes, e.g. Yildirim et al.,
+  CPAL 2024, code ``muratonuryildirim/CL-with-DST`` ``cifar100.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxcl import _checks
 
-__all__ = ["gaba_coefficient", "linear_k"]
+__all__ = ["gaba_coefficient", "linear_k", "step_decay", "switch_at"]
 
 Array = jax.Array
 
@@ -77,3 +89,40 @@ def gaba_coefficient(counts: jax.typing.ArrayLike, *, switch_count: float) -> Ar
     switch_count = _checks.positive("switch_count", switch_count, scalar=True)
     c = jnp.asarray(counts, jnp.float32)
     return jnp.clip(-1.0 + 2.0 * c / switch_count, -1.0, 1.0)
+
+
+def switch_at(step: int, before: Any, after: Any) -> Callable[[jax.typing.ArrayLike], Array]:
+    """The schedule ``count -> before if count < step else after`` (``jnp.where``).
+
+    ``before`` and ``after`` are scalars of one kind (numbers, or bools for a switch on
+    and off), e.g. a threshold for the steps of a first task and another after it.
+
+    Example:
+      >>> threshold = switch_at(3, 0.5, 0.0)
+      >>> [float(threshold(count)) for count in (0, 2, 3, 9)]
+      [0.5, 0.5, 0.0, 0.0]
+    """
+    step = _checks.integer("step", step)
+    return lambda count: jnp.where(count < step, before, after)
+
+
+def step_decay(
+    init_value: float,
+    *,
+    total_steps: int,
+    fractions: Sequence[float] = (0.5, 0.75),
+    factor: float = 0.1,
+) -> optax.Schedule:
+    """``init_value`` multiplied by ``factor`` at each of ``fractions`` of ``total_steps``.
+
+    The steps are ``round(fraction · total_steps)`` (an optax piecewise-constant
+    schedule); fractions that round to the same step multiply there once.
+
+    Example:
+      >>> lr = step_decay(1e-3, total_steps=8)  # ×0.1 at steps 4 and 6
+      >>> [round(float(lr(count)), 7) for count in (3, 4, 5, 6)]
+      [0.001, 0.0001, 0.0001, 1e-05]
+    """
+    total_steps = _checks.positive_int("total_steps", total_steps)
+    boundaries = {round(fraction * total_steps): factor for fraction in fractions}
+    return optax.piecewise_constant_schedule(init_value, boundaries)

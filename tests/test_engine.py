@@ -277,6 +277,10 @@ def test_per_task_epochs_skip_the_extra_epochs_and_number_epochs_globally():
     np.testing.assert_array_equal(steps, [[7, 28], [7, 28]])  # ceil(100/16) per epoch
     np.testing.assert_array_equal(state.step, [35, 35])
     assert run.spec.epochs_per_task == (1, 4) and run.spec.first_epoch == (0, 1)
+    # The steps per task a learner can know before its run is made: those it trained.
+    spec = engine.RunSpec.of(sc, batch_size=16, epochs_per_task=(1, 4))
+    assert (spec.num_tasks, spec.train_rows, spec.test_rows) == (2, 100, run.spec.test_rows)
+    assert spec.task_steps == tuple(int(s) for s in steps[0]) == (7, 28)
 
 
 def test_uniform_per_task_epochs_equal_the_integer_option():

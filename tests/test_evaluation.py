@@ -1,6 +1,7 @@
 """Final evaluations: accuracy on the training sets, with its own key per seed, task, batch."""
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxcl import data, engine, scenarios, types
-from jaxcl.evaluation import training_accuracy
+from jaxcl.evaluation import train_mode, training_accuracy
 
 C = 4
 
@@ -90,3 +91,23 @@ def test_bad_options_are_refused(kwargs, error, message):
     run, _ = trained(stream("shared"), seeds=1)
     with pytest.raises(error, match=message):
         training_accuracy(run, read_label, **kwargs)
+
+
+def test_train_mode_applies_the_module_with_dropout_on():
+    import flax.linen as nn
+
+    class Dropped(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            return nn.Dropout(0.5, deterministic=not train)(nn.Dense(C)(x))
+
+    class State(NamedTuple):  # what a supervised learner's state holds
+        params: dict
+        model_state: dict
+
+    model, x = Dropped(), jnp.ones((8, 3))
+    params = model.init(jax.random.PRNGKey(0), x)["params"]
+    apply = train_mode(model)
+    a, b = (apply(State(params, {}), x, jax.random.PRNGKey(k)) for k in (1, 2))
+    assert (np.asarray(a) == 0).any() and not np.array_equal(a, b)  # masks from the key
+    assert not (np.asarray(model.apply({"params": params}, x)) == 0).any()  # eval: none

@@ -18,6 +18,8 @@ from jaxcl.experiment import (
     checklist,
     comparisons,
     difference,
+    difference_table,
+    differences,
     seed_timing,
     seed_timing_extras,
 )
@@ -179,6 +181,17 @@ def test_welch_differences_and_verdicts():
     text = comparisons(rows, [("c", "b"), ("c", "missing")], "acc", title="Claims")
     assert text == "\nClaims:\n\n- c − b: +40.0 ± 63.5 points (n.s.)\n"
     assert comparisons(rows, [("x", "y")], "acc", title="Claims") == ""
+
+
+def test_differences_of_labelled_pairs_as_a_table():
+    rows = [_row("a", [0.9, 0.8]), _row("b", [0.5, 0.5]), _row("c", [0.85, 0.95])]
+    pairs = {"a vs b": ("a", "b"), "c vs a": ("c", "a"), "gone": ("c", "missing")}
+    diffs = differences(rows, pairs, ["acc"])
+    assert list(diffs) == ["a vs b", "c vs a"]  # the pair without its rows left out
+    assert diffs["a vs b"]["acc"] == difference(rows, "a", "b", "acc")
+    text = difference_table(diffs, title="Gains", label="setting")
+    assert text.startswith("\nGains:\n\n| setting | Δ acc |\n|---|---|\n| a vs b | +35.0 ± ")
+    assert text.count("\n| ") == 3 and difference_table({}, title="Gains") == ""
 
 
 def test_checklist():

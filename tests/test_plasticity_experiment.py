@@ -1,11 +1,11 @@
-"""The plasticity experiment: the verdicts, and the quick run."""
+"""The plasticity experiment and its sweep: the verdicts, and the quick run."""
 
 import json
 
 import numpy as np
 import pytest
 
-from experiments import plasticity
+from experiments import plasticity, plasticity_sweep
 from jaxcl import cli
 
 
@@ -41,14 +41,14 @@ def test_the_sweep_says_where_the_paper_findings_hold():
         per_seed = loss + 0.001 * rng.normal(size=10)
         return {"method": name, "metrics": {"plasticity_loss": {"per_seed": per_seed.tolist()}}}
 
-    cells = plasticity.sweep_cells("class_pairs")
+    cells = plasticity_sweep.sweep_cells("class_pairs")
     losses = {"class_pairs/sgd@0.01": 0.02}
     for name, (_, optimizer, _, values) in cells.items():
         if optimizer == "sam":
             losses[name] = 0.02 + values["rho"]  # more plasticity lost as ρ grows
         else:  # GNP below every other row only at r = 0.05
             losses[name] = 0.0 if values["gnp_r"] == 0.05 else 0.05
-    text = plasticity.sweep_findings([row(name, loss) for name, loss in losses.items()])
+    text = plasticity_sweep.sweep_findings([row(name, loss) for name, loss in losses.items()])
     assert "| SAM ρ | 0.01 | 0.02 | 0.05 | 0.1 | 0.2 | 0.5 |" in text
     assert "| 0.05 | -2.0 ± 0.1* | -2.0 ± 0.1* | -2.0 ± 0.1* |" in text  # r = 0.05, by α
     assert "more plasticity loss than SGD: SAM ρ=0.01, SAM ρ=0.02" in text

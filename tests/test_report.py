@@ -68,11 +68,13 @@ def test_flags_are_checked_while_parsing(tmp_path):
 def test_number_types():
     assert cli.finite_float("-2.5") == -2.5 and cli.non_negative_float("0") == 0.0
     assert cli.int_between(1, 3)("3") == 3
+    assert (cli.count_or_all("0"), cli.count_or_all("7")) == (None, 7)
     for parse, text in [
         (cli.finite_float, "inf"),
         (cli.non_negative_float, "-1e-9"),
         (cli.int_between(1, 3), "4"),
         (cli.positive_int, "x"),
+        (cli.count_or_all, "-1"),
     ]:
         with pytest.raises(argparse.ArgumentTypeError, match=f"got '{text}'"):
             parse(text)

@@ -46,6 +46,22 @@ def test_class_pairs_is_all_45_pairs_in_order():
     sc = scenarios.class_pairs(fake_dataset(n_train=200, n_test=100, num_classes=10))
     assert sc.num_tasks == 45 and sc.task_names[:3] == ("0/1", "0/2", "0/3")
     assert sc.task_names[-1] == "8/9"
+    first = scenarios.class_pairs(
+        fake_dataset(n_train=200, n_test=100, num_classes=10), num_tasks=3
+    )
+    assert first.task_names == ("0/1", "0/2", "0/3")
+    with pytest.raises(ValueError, match=re.escape("num_tasks must be in [1, 6], got 7")):
+        scenarios.class_pairs(fake_dataset(), num_tasks=7)
+
+
+def test_sequence_keeps_each_dataset_first_examples():
+    a, b = fake_dataset(seed=0), fake_dataset(seed=1)
+    sc = scenarios.sequence([("a", a), ("b", b)], max_train_per_task=5, max_test_per_task=2)
+    np.testing.assert_array_equal(sc.train_count, [5, 5])
+    rows_b = np.asarray(sc.train_idx[1, :5])
+    np.testing.assert_array_equal(np.asarray(sc.train_x)[rows_b], b.train_x[:5])
+    test_b = np.asarray(sc.test_idx[1, :2])
+    np.testing.assert_array_equal(np.asarray(sc.test_y)[test_b], b.test_y[:2])
 
 
 def test_pair_rounds_of_four_classes_by_hand():
@@ -157,6 +173,7 @@ _BUILDERS = {
     "class_pairs": lambda ds, **kw: scenarios.class_pairs(ds, **kw),
     "permuted": lambda ds, **kw: scenarios.permuted(ds, num_tasks=2, **kw),
     "from_class_groups": lambda ds, **kw: scenarios.from_class_groups(ds, [(0, 1), (2,)], **kw),
+    "sequence": lambda ds, **kw: scenarios.sequence([("a", ds), ("b", ds)], **kw),
 }
 
 

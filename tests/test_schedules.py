@@ -1,4 +1,4 @@
-"""SDM's k schedules: linear annealing (exact integers) and the GABA switch coefficient."""
+"""Schedules: SDM's k annealing (exact integers), the GABA switch, switch_at, step_decay."""
 
 from fractions import Fraction
 
@@ -68,3 +68,26 @@ def test_bad_linear_schedule_refused():
         schedules.linear_k(0, k_start=10, k_end=2, transition_epochs=0)
     with pytest.raises(TypeError, match=r"k_end must be a positive integer, got 2\.5"):
         schedules.linear_k(0, k_start=10, k_end=2.5, transition_epochs=3)
+
+
+def test_switch_at_is_one_value_before_the_step_and_another_from_it_under_jit():
+    threshold = jax.jit(schedules.switch_at(4, 0.5, 1e-6))
+    np.testing.assert_array_equal(
+        [float(threshold(jnp.int32(c))) for c in (0, 3, 4, 100)],
+        np.float32([0.5, 0.5, 1e-6, 1e-6]),
+    )
+    on = schedules.switch_at(2, True, False)
+    assert [bool(on(c)) for c in range(4)] == [True, True, False, False]
+    with pytest.raises(TypeError, match=r"step must be an integer, got 2\.5"):
+        schedules.switch_at(2.5, 0.0, 1.0)
+
+
+def test_step_decay_multiplies_at_the_rounded_fractions():
+    lr = schedules.step_decay(1e-3, total_steps=10)  # steps 5 and round(7.5) = 8
+    values = [float(lr(c)) for c in range(10)]
+    np.testing.assert_allclose(values, [1e-3] * 5 + [1e-4] * 3 + [1e-5] * 2, rtol=1e-6)
+    # Fractions that round to one step multiply there once (a dict of boundaries).
+    short = schedules.step_decay(1.0, total_steps=1)  # round(0.5) = 0, round(0.75) = 1
+    assert [float(short(c)) for c in (0, 1)] == pytest.approx([0.1, 0.01])
+    with pytest.raises(ValueError, match="total_steps must be a positive integer, got 0"):
+        schedules.step_decay(1.0, total_steps=0)

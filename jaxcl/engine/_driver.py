@@ -252,10 +252,8 @@ def make_run(
             except (TypeError, ValueError) as err:
                 err.add_note(f"(in the grid's cell {name!r})")
                 raise
-    spec = RunSpec(
-        num_tasks=scenario.num_tasks,
-        train_rows=scenario.train_idx.shape[1],
-        test_rows=scenario.test_idx.shape[1],
+    spec = RunSpec.of(
+        scenario,
         batch_size=batch_size,
         epochs_per_task=epochs_per_task,
         eval_batch_size=eval_batch_size,

@@ -17,10 +17,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxcl import _checks
+
+if TYPE_CHECKING:
+    from jaxcl.scenarios import Scenario
 
 __all__ = ["EVAL_TASKS", "RunSpec"]
 
@@ -97,6 +101,24 @@ class RunSpec:
         }
         for name, value in values.items():  # a frozen dataclass sets its fields here only
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def of(cls, scenario: Scenario, **options: Any) -> RunSpec:
+        """The spec of a run of ``scenario`` with ``options`` (the other fields), as
+        :func:`jaxcl.engine.make_run` builds it: e.g. a learner's batch arithmetic
+        (:attr:`task_steps`) before its run is made."""
+        return cls(
+            num_tasks=scenario.num_tasks,
+            train_rows=scenario.train_idx.shape[1],
+            test_rows=scenario.test_idx.shape[1],
+            **options,
+        )
+
+    @property
+    def task_steps(self) -> tuple[int, ...]:
+        """``[T]`` batch positions of each task, ``epochs[t] · batches_per_epoch``: what the
+        engine passes the learner as ``Batch.task_steps`` (e.g. for a schedule over a task)."""
+        return tuple(epochs * self.batches_per_epoch for epochs in self.epochs)
 
 
 def _epochs_of_tasks(epochs_per_task: int | Sequence[int], num_tasks: int) -> tuple[int, ...]:
