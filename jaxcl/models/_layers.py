@@ -21,12 +21,24 @@ difference is small.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Conv", "conv2d", "he_normal", "torch_bias_init", "torch_default_init"]
+from jaxcl import _checks
+
+__all__ = [
+    "Conv",
+    "Dense",
+    "conv2d",
+    "dense_dot_general",
+    "he_normal",
+    "matmul",
+    "torch_bias_init",
+    "torch_default_init",
+]
 
 Initializer = Callable[..., jax.Array]
 
@@ -44,6 +56,74 @@ def torch_bias_init(fan_in: int) -> Initializer:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+@jax.custom_vjp
+def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel`` (``x`` ``[..., K]``, ``kernel`` ``[K, N]``) whose kernel gradient is
+    computed in the kernel's own layout.
+
+    The same product as ``lax.dot_general(x, kernel, (((x.ndim − 1,), (0,)), ((), ())))``,
+    and the same gradients up to float rounding. JAX differentiates that product into a
+    ``[N, K]`` matrix product and a transpose to ``[K, N]``; XLA:CPU runs the transpose as
+    a copy (fused into the optimizer's element-wise passes, where it is slower still),
+    which costs as much as the product itself for a large kernel (SDMLP's 784 × 10 000).
+    Here the kernel gradient is the one product ``xᵀ g`` (contracting the leading axes),
+    which every backend runs as a matrix product with a transposed operand. Reverse mode
+    only (a ``jax.custom_vjp``): forward-mode derivatives (``jax.jvp``) are not defined.
+
+    Args:
+      x: ``[..., K]``.
+      kernel: ``[K, N]``.
+
+    Returns:
+      ``[..., N]``.
+    """
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _matmul_forward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+    return matmul(x, kernel), (x, kernel)
+
+
+def _matmul_backward(residuals: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x, kernel = residuals
+    lead = tuple(range(x.ndim - 1))
+    dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
+    dkernel = jax.lax.dot_general(x, g, ((lead, lead), ((), ())))
+    return dx, dkernel
+
+
+matmul.defvjp(_matmul_forward, _matmul_backward)
+
+
+def dense_dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    dimension_numbers: Any,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """:func:`matmul` as the ``dot_general`` of :class:`flax.linen.Dense` (see :class:`Dense`).
+
+    Raises:
+      ValueError: a contraction other than Dense's ``[..., K] · [K, N]``, or a
+        ``precision`` or ``preferred_element_type`` (not supported).
+    """
+    dense = (((lhs.ndim - 1,), (0,)), ((), ()))
+    if dimension_numbers != dense or precision is not None or preferred_element_type is not None:
+        _checks.fail(
+            "the contraction",
+            f"Dense's {dense} at default precision",
+            (dimension_numbers, precision, preferred_element_type),
+        )
+    return matmul(lhs, rhs)
+
+
+class Dense(nn.Dense):
+    """:class:`flax.linen.Dense` whose product is :func:`matmul` (same parameters and init)."""
+
+    dot_general: Any = dense_dot_general
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, *, stride: int = 1, padding: int = 0) -> jax.Array:
@@ -75,7 +155,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride: int = 1, padding: int = 0
         ],
         axis=-1,
     )
-    y = patches.reshape(-1, kh * kw * c) @ kernel.reshape(kh * kw * c, o)
+    y = matmul(patches.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o))
     return y.reshape(x.shape[0], h, w, o)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from jaxcl.models._layers import Conv, he_normal
+from jaxcl.models._layers import Conv, Dense, he_normal
 
 __all__ = ["CNN"]
 
@@ -47,7 +47,5 @@ class CNN(nn.Module):
             x = nn.relu(Conv(c, stride=2, name=f"conv_{i}")(x))
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.hidden):
-            x = nn.relu(
-                nn.Dense(width, use_bias=False, kernel_init=he_normal, name=f"dense_{i}")(x)
-            )
-        return nn.Dense(self.num_classes, use_bias=False, kernel_init=he_normal, name="head")(x)
+            x = nn.relu(Dense(width, use_bias=False, kernel_init=he_normal, name=f"dense_{i}")(x))
+        return Dense(self.num_classes, use_bias=False, kernel_init=he_normal, name="head")(x)

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcl.models._layers import Initializer, he_normal
+from jaxcl.models._layers import Initializer, he_normal, matmul
 
 __all__ = ["MLP", "StandardizedDense", "standardize_weight", "standardized_matmul"]
 
@@ -73,7 +73,7 @@ def standardized_matmul(x: Array, kernel: Array) -> Array:
     norm = jnp.linalg.norm(kernel - mean, axis=0)
     lead = (1,) * (x.ndim - 1)  # explicit ranks: [..., 1] against [1, ..., out]
     row_sums = jnp.sum(x, axis=-1, keepdims=True)
-    return (jnp.dot(x, kernel) - row_sums * mean.reshape(*lead, -1)) / norm.reshape(*lead, -1)
+    return (matmul(x, kernel) - row_sums * mean.reshape(*lead, -1)) / norm.reshape(*lead, -1)
 
 
 class StandardizedDense(nn.Module):
@@ -108,7 +108,7 @@ class StandardizedDense(nn.Module):
         if self.standardize:
             y = standardized_matmul(x, kernel)
         else:
-            y = jnp.dot(x, kernel)
+            y = matmul(x, kernel)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))  # explicit rank

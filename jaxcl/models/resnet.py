@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcl.models._layers import torch_default_init
+from jaxcl.models._layers import Dense, torch_default_init
 
 __all__ = ["BasicBlock", "ResNet", "ResNet18", "batch_norm"]
 
@@ -94,7 +94,7 @@ class ResNet(nn.Module):
                 stride = 2 if s > 0 and b == 0 else 1
                 x = BasicBlock(width, stride, name=f"stage{s}_block{b}")(x)
         x = jnp.mean(x, axis=(1, 2))
-        head = nn.Dense(
+        head = Dense(
             self.num_classes, use_bias=False, kernel_init=torch_default_init, name="classifier"
         )
         return head(x)
