@@ -11,18 +11,51 @@ from jaxcl.models import Conv, conv2d, he_normal, torch_bias_init, torch_default
 from jaxcl.models._layers import Dense, dense_dot_general, matmul
 
 
+def _lax_conv(x, k, stride, padding):
+    return jax.lax.conv_general_dilated(
+        x, k, (stride, stride), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@pytest.mark.parametrize("patches", [True, False, None])
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0), (1, 0)])
-def test_conv2d_matches_lax_convolution(stride, padding):
+def test_conv2d_matches_lax_convolution(stride, padding, patches):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 9, 7, 3)).astype(np.float32)
     k = rng.normal(size=(3, 3, 3, 5)).astype(np.float32)
-    expected = jax.lax.conv_general_dilated(
-        x, k, (stride, stride), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    actual = jax.jit(conv2d, static_argnames=("stride", "padding"))(
-        x, k, stride=stride, padding=padding
+    expected = _lax_conv(x, k, stride, padding)
+    actual = jax.jit(conv2d, static_argnames=("stride", "padding", "patches"))(
+        x, k, stride=stride, padding=padding, patches=patches
     )
     np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3)])
+def test_conv2d_patches_and_their_gradients_match_lax_per_seed(kernel, stride, padding):
+    # The engine's vmap over seeds: per-seed inputs and kernels.
+    rng = np.random.default_rng(1)
+    seeds = 3
+    x = jnp.asarray(rng.normal(size=(seeds, 2, 10, 10, 4)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(seeds, kernel, kernel, 4, 6)), jnp.float32)
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+    ours = jax.jit(
+        jax.vmap(
+            jax.value_and_grad(
+                loss(lambda x, k: conv2d(x, k, stride=stride, padding=padding, patches=True)),
+                argnums=(0, 1),
+            )
+        )
+    )(x, k)
+    theirs = jax.jit(
+        jax.vmap(
+            jax.value_and_grad(loss(lambda x, k: _lax_conv(x, k, stride, padding)), argnums=(0, 1))
+        )
+    )(x, k)
+    for actual, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
 def _reach(values, fan_in):

@@ -13,8 +13,8 @@ which needs a ``"dropout"`` PRNG stream (``rngs={"dropout": key}``);
 Initialisation is PyTorch's default for ``Conv2d``/``Linear`` (weights and biases
 U(−1/√fan_in, 1/√fan_in)), so the untrained network matches the authors' in distribution.
 
-Speed: the convolutions are patches × kernel matrix products
-(:class:`jaxcl.models._layers.Conv`) and the pooling a reshape and max, the same maths as
+Speed: the convolutions are :class:`jaxcl.models._layers.Conv` (patches × kernel matrix
+products on CPU) and the pooling a reshape and max, the same maths as
 ``lax.conv_general_dilated`` and ``nn.max_pool``, several times faster on XLA:CPU.
 """
 

@@ -5,8 +5,8 @@ convolution (padding 1) and a ReLU, then dense ReLU layers and a linear head. No
 no pooling and no normalisation, so a masked subnetwork's output depends on its weights
 only (with frozen weights, evaluations of earlier tasks are bit-identical).
 
-The convolutions are patches × kernel matrix products (:class:`jaxcl.models._layers.Conv`),
-much faster than a native convolution under the engine's ``vmap`` over seeds on XLA:CPU.
+The convolutions are :class:`jaxcl.models._layers.Conv` (on CPU patches × kernel matrix
+products, much faster than a native convolution under the engine's ``vmap`` over seeds).
 """
 
 from __future__ import annotations
