@@ -147,3 +147,26 @@ def test_top_k_mask_selects_as_a_sort_would_under_vmap(tie_dtype):
 def test_wider_than_32_bit_order_keys_are_refused():
     with pytest.raises(TypeError, match="ties must be an array of at most 32-bit values"):
         sparse.top_k_mask(jnp.zeros(3), 1, k_max=2, ties=np.zeros(3, np.float64))
+
+
+def test_top_k_masks_selects_in_each_array_as_top_k_mask_alone():
+    rng = np.random.default_rng(2)
+    shapes = [(3, 4), (50,), (2, 2, 5), (1,)]
+    scores = [jnp.asarray(np.round(rng.normal(size=s), 1), jnp.float32) for s in shapes]
+    ties = [jnp.asarray(rng.integers(0, 3, size=s, dtype=np.uint32)) for s in shapes]
+    k_max = [6, 25, 20, 0]
+    pick = jax.jit(lambda k: sparse.top_k_masks(scores, k, k_max=k_max, ties=ties))
+    for k in ([0, 0, 0, 0], [1, 25, 7, 1], [6, 3, 20, 0], [9, 40, 1, 5]):
+        together = pick(jnp.asarray(k))
+        for i, mask in enumerate(together):
+            alone = sparse.top_k_mask(scores[i], k[i], k_max=k_max[i], ties=ties[i])
+            np.testing.assert_array_equal(mask, alone)
+            assert int(mask.sum()) == min(k[i], k_max[i])
+
+
+def test_top_k_masks_needs_a_bound_and_tie_keys_per_array():
+    scores = [jnp.zeros(3), jnp.zeros(4)]
+    with pytest.raises(ValueError, match=r"k_max must be one bound per array of scores \(2\)"):
+        sparse.top_k_masks(scores, jnp.ones(2, jnp.int32), k_max=[1])
+    with pytest.raises(ValueError, match=r"ties must be one array per array of scores \(2\)"):
+        sparse.top_k_masks(scores, jnp.ones(2, jnp.int32), k_max=[1, 1], ties=[jnp.zeros(3)])

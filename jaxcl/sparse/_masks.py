@@ -8,6 +8,7 @@ the flat index), which makes every count exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -39,11 +40,9 @@ def top_k_mask(
     ``k`` at most the number of finite scores: -inf entries are chosen only when k
     exceeds it.
 
-    The selection counts instead of sorting (:func:`_first_k`): a bisection over each
-    order key's 32 bits, one counting pass per halving, that stops once the count is
-    exact. XLA:CPU's sort is slow (about 14 ms for the 50,176 weights of the DST CNN's
-    largest layer, against under 1 ms for the selection), and it ran twice per layer in
-    every topology update.
+    The selection counts instead of sorting (see :func:`top_k_masks`, which selects in
+    several arrays at once). XLA:CPU's sort is slow: about 14 ms for the 50,176 weights
+    of the DST CNN's largest layer, against under 1 ms for the selection.
 
     Args:
       scores: float array of any shape (at most 32-bit).
@@ -55,16 +54,51 @@ def top_k_mask(
     Returns:
       Bool array of ``scores.shape``.
     """
-    flat = scores.reshape(-1)
-    if _checks.non_negative_int("k_max", k_max) > flat.size:
-        _checks.fail("k_max", f"at most scores.size = {flat.size}", k_max)
-    keys = [_order_key("scores", -flat)]
-    if ties is not None:
-        _checks.shape("ties", ties, scores.shape, f"{scores.shape} (the scores')")
-        keys.append(_order_key("ties", ties.reshape(-1)))
-    if k_max == 0:
-        return jnp.zeros(scores.shape, bool)
-    return _first_k(keys, jnp.clip(k, 0, k_max)).reshape(scores.shape)
+    ties_list = None if ties is None else [ties]
+    return top_k_masks([scores], jnp.reshape(k, (1,)), k_max=[k_max], ties=ties_list)[0]
+
+
+def top_k_masks(
+    scores: Sequence[jax.Array],
+    k: jax.typing.ArrayLike,
+    *,
+    k_max: Sequence[int],
+    ties: Sequence[jax.Array] | None = None,
+) -> list[jax.Array]:
+    """:func:`top_k_mask` of every array of ``scores`` with its own ``k[i]``, at once.
+
+    The selection counts instead of sorting: per array, a bisection over the 32 bits of
+    each order key (the score's, then the tie key's) finds the threshold of the first
+    ``k[i]`` entries, one counting pass per halving, stopping once the count is exact
+    (11–21 halvings for the DST CNN's layers, then one for the tie key). The arrays share
+    each halving's loop iteration, which matters when there are several small ones (a
+    network's layers): XLA:CPU's cost per loop iteration then exceeds the counting.
+
+    Args:
+      scores: float arrays of any shapes (at most 32-bit).
+      k: ``[len(scores)]`` ints, possibly traced.
+      k_max: static upper bounds on ``k``, ``k_max[i]`` in [0, scores[i].size].
+      ties: optional order keys for every array (see :func:`top_k_mask`).
+
+    Returns:
+      Bool arrays of the scores' shapes.
+    """
+    if len(k_max) != len(scores):
+        _checks.fail("k_max", f"one bound per array of scores ({len(scores)})", k_max)
+    if ties is not None and len(ties) != len(scores):
+        _checks.fail("ties", f"one array per array of scores ({len(scores)})", len(ties))
+    keys = []
+    for i, (s, bound) in enumerate(zip(scores, k_max, strict=True)):
+        if _checks.non_negative_int("k_max", bound) > s.size:
+            _checks.fail("k_max", f"at most scores.size = {s.size}", bound)
+        keys.append([_order_key("scores", -s.reshape(-1))])
+        if ties is not None:
+            _checks.shape("ties", ties[i], s.shape, f"{s.shape} (the scores')")
+            keys[-1].append(_order_key("ties", ties[i].reshape(-1)))
+        keys[-1].append(jnp.arange(s.size, dtype=jnp.uint32))  # the flat index, unique
+    bounds = jnp.asarray(k_max, jnp.int32)
+    chosen = _first_k(keys, jnp.clip(jnp.asarray(k, jnp.int32), 0, bounds))
+    return [c.reshape(s.shape) for c, s in zip(chosen, scores, strict=True)]
 
 
 _SIGN_BIT = np.uint32(0x80000000)
@@ -90,48 +124,68 @@ def _order_key(name: str, x: jax.Array) -> jax.Array:
     return x.astype(jnp.uint32)
 
 
-def _first_k(keys: list[jax.Array], k: jax.Array) -> jax.Array:
-    """The ``k`` first entries ordered by the uint32 ``keys`` lexicographically, then by index.
+def _first_k(keys: list[list[jax.Array]], k: jax.Array) -> list[jax.Array]:
+    """Per array i, the ``k[i]`` first entries ordered by its uint32 ``keys[i]``
+    lexicographically; the last key is unique (the flat index).
 
     Key by key, among the entries still tied, a threshold t is found by bisection
-    (:func:`_threshold`): when exactly ``need`` entries have key ≤ t they are chosen and
+    (:func:`_thresholds`): when exactly ``need`` entries have key ≤ t they are chosen and
     the selection is complete; otherwise t is the ``need``-th smallest key, the entries
-    below t are chosen and those at t stay tied for the next key. The lower flat index
-    decides among the entries tied on every key. ``k`` ≤ the entries.
+    below t are chosen and those at t stay tied for the next key. At the unique last key
+    at most one entry stays tied, chosen if one is still needed. ``k[i]`` ≤ the entries
+    of array i.
     """
-    chosen = jnp.zeros(keys[0].shape, bool)
-    tied = jnp.ones(keys[0].shape, bool)
-    need = jnp.asarray(k, jnp.int32)
-    for key in keys:
-        tied = tied & (need > 0)
-        t, exact = _threshold(key, tied, need)
-        below = tied & jnp.where(exact, key <= t, key < t)
-        chosen = chosen | below
-        need = need - jnp.sum(below, dtype=jnp.int32)
-        tied = tied & ~exact & (key == t)
-    return chosen | (tied & (jnp.cumsum(tied, dtype=jnp.int32) <= need))
+    chosen = [jnp.zeros(key[0].shape, bool) for key in keys]
+    tied = [jnp.ones(key[0].shape, bool) for key in keys]
+    need = k
+    for level in range(len(keys[0])):
+        tied = [t & (n > 0) for t, n in zip(tied, need, strict=True)]
+        level_keys = [key[level] for key in keys]
+        ts, exact = _thresholds(level_keys, tied, need)
+        below = [
+            t & jnp.where(e, key <= th, key < th)
+            for t, key, th, e in zip(tied, level_keys, ts, exact, strict=True)
+        ]
+        chosen = [c | b for c, b in zip(chosen, below, strict=True)]
+        need = need - jnp.stack([jnp.sum(b, dtype=jnp.int32) for b in below])
+        tied = [
+            t & ~e & (key == th) for t, key, th, e in zip(tied, level_keys, ts, exact, strict=True)
+        ]
+    return [c | (t & (n > 0)) for c, t, n in zip(chosen, tied, need, strict=True)]
 
 
-def _threshold(key: jax.Array, within: jax.Array, need: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(t, exact)``: a uint32 t with exactly ``need`` entries of ``within`` at ``key`` ≤ t
-    (``exact``), else the smallest t with at least ``need`` there.
-
-    Bisection that stops at an exact count: about log2 of the entries' count halvings for
-    distinct keys (11–21 for the DST CNN's layers) instead of all 32 bits.
-    """
+def _thresholds(
+    keys: list[jax.Array], within: list[jax.Array], need: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``(t, exact)``, per array i a uint32 ``t[i]`` with exactly ``need[i]`` entries of
+    ``within[i]`` at ``keys[i]`` ≤ t (``exact[i]``), else the smallest t with at least
+    ``need[i]`` there; all arrays bisect in the same loop iterations."""
 
     def searching(state):
         lo, hi, exact = state
-        return (lo < hi) & ~exact
+        return jnp.any((lo < hi) & ~exact)
 
     def halve(state):
-        lo, hi, _ = state
+        lo, hi, exact = state
         mid = lo + (hi - lo) // 2
-        count = jnp.sum(within & (key <= mid), dtype=jnp.int32)
+        count = jnp.stack(
+            [
+                jnp.sum(w & (key <= m), dtype=jnp.int32)
+                for key, w, m in zip(keys, within, mid, strict=True)
+            ]
+        )
         enough = count >= need
-        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi), count == need
+        moving = (lo < hi) & ~exact  # finished arrays keep their bounds
+        lo = jnp.where(moving & ~enough, mid + 1, lo)
+        hi = jnp.where(moving & enough, mid, hi)
+        return lo, hi, exact | (moving & (count == need))
 
-    start = (jnp.uint32(0), jnp.uint32(0xFFFFFFFF), jnp.bool_(False))
+    size = len(keys)
+    start = (
+        jnp.zeros(size, jnp.uint32),
+        jnp.full(size, 0xFFFFFFFF, jnp.uint32),
+        jnp.zeros(size, bool),
+    )
     lo, hi, exact = jax.lax.while_loop(searching, halve, start)
     return jnp.where(exact, hi, lo), exact
 
@@ -180,10 +234,11 @@ def random_masks(
         _checks.fail("densities", "given with bernoulli=True", densities)
     leaves, treedef = jax.tree.flatten(params)
     noise = jax.tree.leaves(uniform_like(key, params))
-    masks = [
-        u < densities[i] if bernoulli else top_k_mask(u, counts[i], k_max=int(np.size(p)))
-        for i, (u, p) in enumerate(zip(noise, leaves, strict=True))
-    ]
+    if bernoulli:
+        masks = [u < densities[i] for i, u in enumerate(noise)]
+    else:
+        sizes = [int(np.size(p)) for p in leaves]
+        masks = top_k_masks(noise, counts, k_max=sizes)
     return jax.tree.unflatten(treedef, masks)
 
 
