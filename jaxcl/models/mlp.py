@@ -107,7 +107,10 @@ def _standardized_backward(residuals: tuple, g: Array) -> tuple[Array, Array]:
     dkernel = jax.lax.dot_general(centred_x, scaled, ((batch, batch), ((), ())))
     # (W − μ) c as W c − μ c: the forward's W − μ then lives inside ν's reduction only,
     # not as a kernel-sized array kept for the backward pass.
-    scale = (-jnp.sum(g * y, axis=batch) / jnp.square(norm))[None]  # [1, out], as mean
+    # Σ_b G_b ⊙ y_b as a product with ones: XLA:CPU reduces over the batch axis slowly.
+    products = (g * y).reshape(-1, g.shape[-1])
+    sums = jnp.ones((1, products.shape[0]), products.dtype) @ products  # [1, out], as mean
+    scale = -sums / jnp.square(norm)[None]
     return dx, dkernel - mean * scale + kernel * scale
 
 
