@@ -28,14 +28,15 @@ QUICK_LAYERS = {
         ("dot", 16, 16, 10),
     ],
     # Batch 16, one block per stage, widths (4, 8): 7×7 stride-2 stem 32→16, stage 0 at
-    # 16×16, stage 1 at 8×8 with a 1×1 shortcut, 100-way head.
+    # 16×16, stage 1 at 8×8 with a 1×1 shortcut, 100-way head; on CPU every convolution is a
+    # patch matrix product.
     "resnet18": [
-        ("conv", 16 * 16 * 16, 7 * 7 * 3, 4),
-        ("conv", 16 * 16 * 16, 9 * 4, 4),
-        ("conv", 16 * 16 * 16, 9 * 4, 4),
-        ("conv", 16 * 8 * 8, 9 * 4, 8),
-        ("conv", 16 * 8 * 8, 9 * 8, 8),
-        ("conv", 16 * 8 * 8, 4, 8),
+        ("dot", 16 * 16 * 16, 7 * 7 * 3, 4),
+        ("dot", 16 * 16 * 16, 9 * 4, 4),
+        ("dot", 16 * 16 * 16, 9 * 4, 4),
+        ("dot", 16 * 8 * 8, 9 * 4, 8),
+        ("dot", 16 * 8 * 8, 9 * 8, 8),
+        ("dot", 16 * 8 * 8, 4, 8),
         ("dot", 16, 8, 100),
     ],
     # 784 → 64 → 10 at batch 64.

@@ -2,10 +2,14 @@
 
 import math
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl.models import resnet
+from jaxcl.models._layers import torch_default_init
 from jaxcl.models.resnet import ResNet, ResNet18, batch_norm
 
 
@@ -42,3 +46,32 @@ def test_batch_norm_uses_the_batch_statistics_without_parameters():
     # The same example is normalised differently in another batch (no running statistics).
     other = jax.jit(batch_norm)(jnp.concatenate([x[:1], 3.0 * x[1:]]))
     assert not np.allclose(y[0], other[0])
+
+
+def _flax_conv(features, kernel, stride, name):
+    pad = (kernel - 1) // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        kernel_init=torch_default_init,
+        name=name,
+    )
+
+
+def test_resnet_equals_the_one_with_flax_convolutions(monkeypatch):
+    # Same parameters from the same key, same logits and gradients up to float rounding.
+    model = ResNet(stage_sizes=(1, 1), widths=(4, 8), num_classes=5, image_shape=(16, 16, 3))
+    x = np.random.default_rng(0).normal(size=(6, 16 * 16 * 3)).astype(np.float32)
+    params = model.init(jax.random.PRNGKey(1), x)
+
+    def loss(p):
+        return jnp.sum(jnp.tanh(model.apply(p, x)))
+
+    ours = jax.jit(jax.value_and_grad(loss))(params)
+    monkeypatch.setattr(resnet, "_conv", _flax_conv)
+    chex.assert_trees_all_equal(model.init(jax.random.PRNGKey(1), x), params)
+    theirs = jax.jit(jax.value_and_grad(loss))(params)
+    chex.assert_trees_all_close(ours, theirs, rtol=1e-4, atol=1e-5)

@@ -108,3 +108,65 @@ def test_tie_keys_of_the_wrong_shape_are_refused():
         ValueError, match=r"ties must be of shape \(2, 3\) \(the scores'\), got \(3,\)"
     ):
         sparse.top_k_mask(jnp.zeros((2, 3)), 1, k_max=2, ties=jnp.zeros(3, jnp.uint32))
+
+
+def _sorted_top_k(scores, ties, k, k_max):
+    """Reference: the first min(k, k_max) indices of a stable ``lax.sort`` by (−score, tie)."""
+    flat = scores.reshape(-1)
+    order = jnp.arange(flat.size)
+    keys = (-flat,) if ties is None else (-flat, ties.reshape(-1))
+    idx = jax.lax.sort((*keys, order), num_keys=len(keys))[-1][:k_max]
+    chosen = jnp.arange(k_max) < k
+    return jnp.zeros(flat.shape, bool).at[idx].set(chosen).reshape(scores.shape)
+
+
+@pytest.mark.parametrize("tie_dtype", [None, np.uint32, np.int32])
+def test_top_k_mask_selects_as_a_sort_would_under_vmap(tie_dtype):
+    # Special values (±inf, NaN, −0.0 beside 0.0), many equal scores and equal tie keys.
+    rng = np.random.default_rng(0)
+    seeds, size, k_max = 3, 500, 400
+    scores = np.round(rng.normal(size=(seeds, 20, 25)), 1).astype(np.float32)
+    special = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)
+    where = rng.random(scores.shape) < 0.3
+    scores[where] = rng.choice(special, size=where.sum())
+    ties = None
+    if tie_dtype is not None:
+        info = np.iinfo(tie_dtype)
+        ties = jnp.asarray(rng.integers(info.min, info.max, size=scores.shape, dtype=tie_dtype))
+        ties = ties.at[:, :10].set(ties[:, 10:20])  # some equal (score, tie) pairs
+    for k in (0, 1, 37, 250, k_max, size):
+        ks = jnp.full((seeds,), k)
+        expected = jax.vmap(lambda s, t, k: _sorted_top_k(s, t, k, k_max))(scores, ties, ks)
+        actual = jax.jit(jax.vmap(lambda s, t, k: sparse.top_k_mask(s, k, k_max=k_max, ties=t)))(
+            scores, ties, ks
+        )
+        np.testing.assert_array_equal(actual, expected)
+        assert int(actual[0].sum()) == min(k, k_max)
+
+
+def test_wider_than_32_bit_order_keys_are_refused():
+    with pytest.raises(TypeError, match="ties must be an array of at most 32-bit values"):
+        sparse.top_k_mask(jnp.zeros(3), 1, k_max=2, ties=np.zeros(3, np.float64))
+
+
+def test_top_k_masks_selects_in_each_array_as_top_k_mask_alone():
+    rng = np.random.default_rng(2)
+    shapes = [(3, 4), (50,), (2, 2, 5), (1,)]
+    scores = [jnp.asarray(np.round(rng.normal(size=s), 1), jnp.float32) for s in shapes]
+    ties = [jnp.asarray(rng.integers(0, 3, size=s, dtype=np.uint32)) for s in shapes]
+    k_max = [6, 25, 20, 0]
+    pick = jax.jit(lambda k: sparse.top_k_masks(scores, k, k_max=k_max, ties=ties))
+    for k in ([0, 0, 0, 0], [1, 25, 7, 1], [6, 3, 20, 0], [9, 40, 1, 5]):
+        together = pick(jnp.asarray(k))
+        for i, mask in enumerate(together):
+            alone = sparse.top_k_mask(scores[i], k[i], k_max=k_max[i], ties=ties[i])
+            np.testing.assert_array_equal(mask, alone)
+            assert int(mask.sum()) == min(k[i], k_max[i])
+
+
+def test_top_k_masks_needs_a_bound_and_tie_keys_per_array():
+    scores = [jnp.zeros(3), jnp.zeros(4)]
+    with pytest.raises(ValueError, match=r"k_max must be one bound per array of scores \(2\)"):
+        sparse.top_k_masks(scores, jnp.ones(2, jnp.int32), k_max=[1])
+    with pytest.raises(ValueError, match=r"ties must be one array per array of scores \(2\)"):
+        sparse.top_k_masks(scores, jnp.ones(2, jnp.int32), k_max=[1, 1], ties=[jnp.zeros(3)])

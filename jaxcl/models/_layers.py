@@ -1,4 +1,4 @@
-"""Building blocks shared by the models: initialisers and convolution as a matrix product.
+"""Building blocks shared by the models: initialisers, matrix products and convolution.
 
 Initialisers:
 
@@ -11,22 +11,33 @@ Initialisers:
 * :func:`torch_bias_init`: their default bias init, U(−1/√fan_in, 1/√fan_in) over the
   *weight's* fan-in, which a Flax bias initialiser (given the bias shape only) cannot see.
 
-Convolution (:func:`conv2d`, the :class:`Conv` layer): patches × kernel matrix products.
-Under the engine's ``vmap`` over seeds, XLA:CPU turns a native convolution with a per-seed
-kernel into a grouped convolution that is several times slower than the batched matrix
-product this gives (10–20× for the CLASSP CNN's training step); on accelerators the
-difference is small.
+Products: :func:`matmul` (and the :class:`Dense` layer that uses it), a matrix product
+whose kernel gradient needs no transpose; convolution (:func:`conv2d`, the :class:`Conv`
+layer) as patches × kernel matrix products on CPU, where the engine's ``vmap`` over seeds
+makes a native convolution a slow grouped one, and native on accelerators.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Conv", "conv2d", "he_normal", "torch_bias_init", "torch_default_init"]
+from jaxcl import _checks
+
+__all__ = [
+    "Conv",
+    "Dense",
+    "conv2d",
+    "dense_dot_general",
+    "he_normal",
+    "matmul",
+    "torch_bias_init",
+    "torch_default_init",
+]
 
 Initializer = Callable[..., jax.Array]
 
@@ -46,28 +57,122 @@ def torch_bias_init(fan_in: int) -> Initializer:
     return init
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, *, stride: int = 1, padding: int = 0) -> jax.Array:
-    """2-D cross-correlation as one matrix product: ``patches(x) @ kernel.reshape(-1, O)``.
+@jax.custom_vjp
+def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel`` (``x`` ``[..., K]``, ``kernel`` ``[K, N]``) whose kernel gradient is
+    computed in the kernel's own layout.
+
+    The same product as ``lax.dot_general(x, kernel, (((x.ndim − 1,), (0,)), ((), ())))``,
+    and the same gradients up to float rounding. JAX differentiates that product into a
+    ``[N, K]`` matrix product and a transpose to ``[K, N]``; XLA:CPU runs the transpose as
+    a copy (fused into the optimizer's element-wise passes, where it is slower still),
+    which costs as much as the product itself for a large kernel (SDMLP's 784 × 10 000).
+    Here the kernel gradient is the one product ``xᵀ g`` (contracting the leading axes),
+    which every backend runs as a matrix product with a transposed operand. Reverse mode
+    only (a ``jax.custom_vjp``): forward-mode derivatives (``jax.jvp``) are not defined.
+
+    Args:
+      x: ``[..., K]``.
+      kernel: ``[K, N]``.
+
+    Returns:
+      ``[..., N]``.
+    """
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _matmul_forward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+    return matmul(x, kernel), (x, kernel)
+
+
+def _matmul_backward(residuals: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x, kernel = residuals
+    lead = tuple(range(x.ndim - 1))
+    dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
+    dkernel = jax.lax.dot_general(x, g, ((lead, lead), ((), ())))
+    return dx, dkernel
+
+
+matmul.defvjp(_matmul_forward, _matmul_backward)
+
+
+def dense_dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    dimension_numbers: Any,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """:func:`matmul` as the ``dot_general`` of :class:`flax.linen.Dense` (see :class:`Dense`).
+
+    Raises:
+      ValueError: a contraction other than Dense's ``[..., K] · [K, N]``, or a
+        ``precision`` or ``preferred_element_type`` (not supported).
+    """
+    dense = (((lhs.ndim - 1,), (0,)), ((), ()))
+    if dimension_numbers != dense or precision is not None or preferred_element_type is not None:
+        _checks.fail(
+            "the contraction",
+            f"Dense's {dense} at default precision",
+            (dimension_numbers, precision, preferred_element_type),
+        )
+    return matmul(lhs, rhs)
+
+
+class Dense(nn.Dense):
+    """:class:`flax.linen.Dense` whose product is :func:`matmul` (same parameters and init)."""
+
+    dot_general: Any = dense_dot_general
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    patches: bool | None = None,
+) -> jax.Array:
+    """2-D cross-correlation, on CPU as one matrix product ``patches(x) @ kernel.reshape(-1, O)``.
 
     Equals ``lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2,
     dimension_numbers=("NHWC", "HWIO", "NHWC"))`` (PyTorch's symmetric zero padding) up to
     float rounding.
+
+    The backend decides how (``patches=None``): on CPU the patch matrix times the kernel by
+    :func:`matmul`, because XLA:CPU runs a convolution with a per-seed kernel (the engine's
+    ``vmap`` over seeds makes it a grouped convolution) and the gradients of strided
+    convolutions many times slower (10–20× for the CLASSP CNN's training step, ~17× for
+    ResNet-18's); on GPUs and TPUs the native convolution, for which they have dedicated
+    kernels, and which does not write the kh·kw-times larger patch matrix.
 
     Args:
       x: ``[B, H, W, C]``.
       kernel: ``[kh, kw, C, O]`` (Flax's HWIO layout).
       stride: the same in both spatial dimensions.
       padding: zeros added on every side.
+      patches: True for the patch matrix product, False for the native convolution, None
+        for the patch matrix product on CPU only.
 
     Returns:
       ``[B, H', W', O]`` with ``H' = (H + 2·padding − kh) // stride + 1`` (same for W).
     """
+    if patches is None:
+        patches = jax.default_backend() == "cpu"
+    if not patches:
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (stride, stride),
+            [(padding, padding)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
     kh, kw, c, o = kernel.shape
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     h = (xp.shape[1] - kh) // stride + 1
     w = (xp.shape[2] - kw) // stride + 1
     # Patch features in (i, j, c) order, matching the kernel's HWIO layout.
-    patches = jnp.concatenate(
+    columns = jnp.concatenate(
         [
             xp[:, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride]
             for i in range(kh)
@@ -75,7 +180,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride: int = 1, padding: int = 0
         ],
         axis=-1,
     )
-    y = patches.reshape(-1, kh * kw * c) @ kernel.reshape(kh * kw * c, o)
+    y = matmul(columns.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o))
     return y.reshape(x.shape[0], h, w, o)
 
 

@@ -13,8 +13,8 @@ which needs a ``"dropout"`` PRNG stream (``rngs={"dropout": key}``);
 Initialisation is PyTorch's default for ``Conv2d``/``Linear`` (weights and biases
 U(−1/√fan_in, 1/√fan_in)), so the untrained network matches the authors' in distribution.
 
-Speed: the convolutions are patches × kernel matrix products
-(:class:`jaxcl.models._layers.Conv`) and the pooling a reshape and max, the same maths as
+Speed: the convolutions are :class:`jaxcl.models._layers.Conv` (patches × kernel matrix
+products on CPU) and the pooling a reshape and max, the same maths as
 ``lax.conv_general_dilated`` and ``nn.max_pool``, several times faster on XLA:CPU.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxcl.models._layers import Conv, torch_bias_init, torch_default_init
+from jaxcl.models._layers import Conv, Dense, torch_bias_init, torch_default_init
 
 __all__ = ["PyTorchMnistCNN", "max_pool_2x2"]
 
@@ -64,14 +64,14 @@ class PyTorchMnistCNN(nn.Module):
         x = nn.Dropout(self.conv_dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
         x = x.reshape((x.shape[0], -1))
         fan_in = x.shape[-1]
-        x = nn.Dense(
+        x = Dense(
             128,
             kernel_init=torch_default_init,
             bias_init=torch_bias_init(fan_in),
             name="dense_0",
         )(x)
         x = nn.Dropout(self.dense_dropout, deterministic=not train)(nn.relu(x))
-        return nn.Dense(
+        return Dense(
             self.num_classes,
             kernel_init=torch_default_init,
             bias_init=torch_bias_init(128),

@@ -5,8 +5,8 @@ convolution (padding 1) and a ReLU, then dense ReLU layers and a linear head. No
 no pooling and no normalisation, so a masked subnetwork's output depends on its weights
 only (with frozen weights, evaluations of earlier tasks are bit-identical).
 
-The convolutions are patches × kernel matrix products (:class:`jaxcl.models._layers.Conv`),
-much faster than a native convolution under the engine's ``vmap`` over seeds on XLA:CPU.
+The convolutions are :class:`jaxcl.models._layers.Conv` (on CPU patches × kernel matrix
+products, much faster than a native convolution under the engine's ``vmap`` over seeds).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from jaxcl.models._layers import Conv, he_normal
+from jaxcl.models._layers import Conv, Dense, he_normal
 
 __all__ = ["CNN"]
 
@@ -47,7 +47,5 @@ class CNN(nn.Module):
             x = nn.relu(Conv(c, stride=2, name=f"conv_{i}")(x))
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.hidden):
-            x = nn.relu(
-                nn.Dense(width, use_bias=False, kernel_init=he_normal, name=f"dense_{i}")(x)
-            )
-        return nn.Dense(self.num_classes, use_bias=False, kernel_init=he_normal, name="head")(x)
+            x = nn.relu(Dense(width, use_bias=False, kernel_init=he_normal, name=f"dense_{i}")(x))
+        return Dense(self.num_classes, use_bias=False, kernel_init=he_normal, name="head")(x)

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 
 from jaxcl import _checks, schedules
 from jaxcl.activations import topk_mask, topk_subtract
-from jaxcl.models._layers import torch_bias_init, torch_default_init
+from jaxcl.models._layers import Dense, torch_bias_init, torch_default_init
 
 __all__ = ["INHIBITIONS", "SCHEDULES", "SDMLP", "sdm_projection", "unit_activity"]
 
@@ -199,7 +199,7 @@ class SDMLP(nn.Module):
             x = jax.nn.relu(x)
         if self.normalize:
             x = x / _safe_norm(x, axis=-1)
-        h = nn.Dense(
+        h = Dense(
             self.width,
             use_bias=self.hidden_bias,
             kernel_init=torch_default_init,
@@ -212,7 +212,7 @@ class SDMLP(nn.Module):
             out = self._top_k(h, epoch, valid)
         if return_hidden:
             return out
-        return nn.Dense(
+        return Dense(
             self.num_classes,
             use_bias=self.output_bias,
             kernel_init=torch_default_init,

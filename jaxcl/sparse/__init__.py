@@ -2,10 +2,10 @@
 
 Densities (``erk_densities``, ``uniform_densities``, exact ``layer_counts``, the smallest
 ``min_density``), masks as pytrees of boolean arrays (``random_masks``, ``apply_masks``,
-``top_k_mask`` with random tie-breaking), the topology update (``prune_and_regrow`` with
-``growth_scores`` of the four criteria), the death-rate schedule and the evaluation
-variants. The per-task parameter-isolation learner built on them is
-:func:`jaxcl.learners.dst`.
+``top_k_mask`` with random tie-breaking, ``top_k_masks`` for several arrays at once), the
+topology update (``prune_and_regrow`` with ``growth_scores`` of the four criteria), the
+death-rate schedule and the evaluation variants. The per-task parameter-isolation learner
+built on them is :func:`jaxcl.learners.dst`.
 
 Reference: Yildirim et al., `Continual Learning with Dynamic Sparse Training
 <https://arxiv.org/abs/2308.14831>`_, CPAL 2024, PMLR 234:94-107; the authors' code is
@@ -31,6 +31,7 @@ from jaxcl.sparse._masks import mask_counts as mask_counts
 from jaxcl.sparse._masks import random_bits_like as random_bits_like
 from jaxcl.sparse._masks import random_masks as random_masks
 from jaxcl.sparse._masks import top_k_mask as top_k_mask
+from jaxcl.sparse._masks import top_k_masks as top_k_masks
 from jaxcl.sparse._prune_grow import GROWTH as GROWTH
 from jaxcl.sparse._prune_grow import TopologyUpdate as TopologyUpdate
 from jaxcl.sparse._prune_grow import growth_scores as growth_scores
@@ -63,5 +64,6 @@ __all__ = [
     "random_masks",
     "regrow",
     "top_k_mask",
+    "top_k_masks",
     "uniform_densities",
 ]

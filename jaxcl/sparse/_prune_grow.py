@@ -22,7 +22,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl import _checks
-from jaxcl.sparse._masks import check_masks, random_bits_like, top_k_mask, uniform_like
+from jaxcl.sparse._masks import (
+    check_masks,
+    random_bits_like,
+    top_k_mask,
+    top_k_masks,
+    uniform_like,
+)
 
 PyTree = Any
 GROWTH = ("random", "unfired", "gradient", "momentum")
@@ -48,8 +54,12 @@ def magnitude_prune(
     ``min(num_remove, k_max)`` leave (given ``num_remove`` ≤ the number of kept weights).
     """
     check_masks(mask, weights, name="mask")
-    scores = jnp.where(mask, -jnp.abs(weights), -jnp.inf)
-    return mask & ~top_k_mask(scores, num_remove, k_max=k_max, ties=ties)
+    return mask & ~top_k_mask(_prune_scores(weights, mask), num_remove, k_max=k_max, ties=ties)
+
+
+def _prune_scores(weights: jax.Array, mask: jax.Array) -> jax.Array:
+    """Pruning goes first where ``|w|`` is smallest, among the kept weights only."""
+    return jnp.where(mask, -jnp.abs(weights), -jnp.inf)
 
 
 def regrow(
@@ -66,7 +76,12 @@ def regrow(
     :func:`top_k_mask`.
     """
     check_masks(mask, scores, name="mask")
-    return mask | top_k_mask(jnp.where(mask, -jnp.inf, scores), num_grow, k_max=k_max, ties=ties)
+    return mask | top_k_mask(_grow_scores(mask, scores), num_grow, k_max=k_max, ties=ties)
+
+
+def _grow_scores(mask: jax.Array, scores: jax.Array) -> jax.Array:
+    """Growth candidates are the positions outside ``mask``."""
+    return jnp.where(mask, -jnp.inf, scores)
 
 
 def growth_scores(
@@ -173,19 +188,25 @@ def prune_and_regrow(
     _checks.in_range("max_death_rate", max_death_rate, 0, 1, scalar=True)
     check_masks(masks, weights)
     check_masks(scores, weights, name="scores", boolean=False)
-    leaves = [jax.tree.leaves(t) for t in (weights, masks, scores)]
+    weight_leaves, mask_leaves, score_leaves = (
+        jax.tree.leaves(t) for t in (weights, masks, scores)
+    )
     if key is None:
-        prune_ties = grow_ties = [None] * len(leaves[0])
+        prune_ties = grow_ties = None
     else:  # one draw for both orders (see random_bits_like)
         prune_ties, grow_ties = map(jax.tree.leaves, random_bits_like(key, (weights, weights)))
-    new_masks, removed = [], []
-    for w, m, s, pt, gt in zip(*leaves, prune_ties, grow_ties, strict=True):
-        k_max = math.ceil(max_death_rate * w.size)
-        kept = jnp.sum(m, dtype=jnp.int32)
-        k = jnp.minimum(jnp.ceil(death_rate * kept).astype(jnp.int32), k_max)
-        pruned = magnitude_prune(w, m, k, k_max=k_max, ties=pt)
-        new_masks.append(regrow(pruned, s, k, k_max=k_max, ties=gt))
-        removed.append(k)
-    return TopologyUpdate(
-        jax.tree.unflatten(jax.tree.structure(weights), new_masks), jnp.stack(removed)
+    # All layers select together (top_k_masks): one loop for the pruning, one for the growth.
+    k_max = [math.ceil(max_death_rate * w.size) for w in weight_leaves]
+    kept = jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in mask_leaves])
+    removed = jnp.minimum(jnp.ceil(death_rate * kept).astype(jnp.int32), jnp.asarray(k_max))
+    prune_scores = [_prune_scores(w, m) for w, m in zip(weight_leaves, mask_leaves, strict=True)]
+    leaving = top_k_masks(prune_scores, removed, k_max=k_max, ties=prune_ties)
+    pruned = [m & ~out for m, out in zip(mask_leaves, leaving, strict=True)]
+    grown = top_k_masks(
+        [_grow_scores(m, s) for m, s in zip(pruned, score_leaves, strict=True)],
+        removed,
+        k_max=k_max,
+        ties=grow_ties,
     )
+    new_masks = [m | g for m, g in zip(pruned, grown, strict=True)]
+    return TopologyUpdate(jax.tree.unflatten(jax.tree.structure(weights), new_masks), removed)
