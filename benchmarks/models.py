@@ -39,30 +39,35 @@ fall in the few steps timed).
     python benchmarks/models.py --quick        # tiny shapes, 2 steps: a smoke run
 
 Measured on an AMD EPYC machine (2 CPU cores, otherwise idle), jax 0.10.2, with
-``python benchmarks/models.py --resnet-batch-size 16`` (3.3 min wall; ResNet-18 at batch
+``python benchmarks/models.py --resnet-batch-size 16`` (2.6 min wall; ResNet-18 at batch
 16, its experiment's is 64; steps timed per call: SDMLP 10K 5, CLASSP 10, ResNet-18 2,
-the others 20; ResNet-18's 5-seed call, over 10 s, timed once). Large-matmul rate 208.4
-GFLOP/s. GFLOP per step (all seeds) and GFLOP/s are analytic; "probe/mm" is the probe's
-own fraction of the large-matmul rate::
+the others 20; ResNet-18's 5-seed call timed once). Large-matmul rate 200.5 GFLOP/s.
+GFLOP per step (all seeds) and GFLOP/s are analytic; "probe/mm" is the probe's own
+fraction of the large-matmul rate; "before" is the same benchmark just before the speed
+work (top-k by bisection, kernel gradients as one xᵀg product, ResNet's convolutions as
+patch matrix products on CPU, the standardised matmul's written-out gradient)::
 
-    family         seeds batch   step ms  GFLOP  GFLOP/s  of mm  probe/mm  of probe
-    sdmlp_1k           1   128       4.8  0.409     85.2   0.41      0.88      0.46
-    sdmlp_1k           5   128      19.1   2.05    107.3   0.51      0.76      0.68
-    sdmlp_10k          1   128      68.4   4.09     59.8   0.29      0.66      0.44
-    sdmlp_10k          5   128     825.7   20.5     24.8   0.12      0.62      0.19
-    classp_cnn         1    32      29.1   2.29     78.7   0.38      0.64      0.59
-    classp_cnn         5    32     140.8   11.5     81.3   0.39      0.63      0.62
-    dst_cnn            1    64       3.9 0.0448     11.6   0.06      0.32      0.17
-    dst_cnn            5    64      18.9  0.224     11.9   0.06      0.38      0.15
-    resnet18           1    16    3570.9   13.4      3.8   0.02      0.53      0.03
-    resnet18           5    16   18215.8   67.2      3.7   0.02      0.47      0.04
-    hard_ash_mlp       1    64       4.5  0.205     45.6   0.22      0.63      0.35
-    hard_ash_mlp       5    64      13.5   1.02     75.6   0.36      0.56      0.65
+    family         seeds batch   step ms  GFLOP  GFLOP/s  of mm  probe/mm  of probe (before)
+    sdmlp_1k           1   128      3.35  0.409    122.1   0.61      0.84      0.73   (0.51)
+    sdmlp_1k           5   128     20.00   2.05    102.3   0.51      0.73      0.70   (0.70)
+    sdmlp_10k          1   128     41.11   4.09     99.5   0.50      0.66      0.75   (0.42)
+    sdmlp_10k          5   128    215.02   20.5     95.1   0.47      0.62      0.76   (0.19)
+    classp_cnn         1    32     26.69   2.29     85.8   0.43      0.64      0.67   (0.66)
+    classp_cnn         5    32    134.75   11.5     85.0   0.42      0.65      0.66   (0.68)
+    dst_cnn            1    64      1.27 0.0448     35.3   0.18      0.34      0.51   (0.20)
+    dst_cnn            5    64      6.99  0.224     32.0   0.16      0.25      0.65   (0.12)
+    resnet18           1    16    177.09   13.4     75.9   0.38      0.52      0.73   (0.04)
+    resnet18           5    16    981.97   67.2     68.5   0.34      0.51      0.67   (0.04)
+    hard_ash_mlp       1    64      2.00  0.205    102.5   0.51      0.67      0.77   (0.52)
+    hard_ash_mlp       5    64     11.51   1.02     88.9   0.44      0.57      0.78   (0.63)
 
-XLA's compiled count is 1.03-1.37× the analytic one (most for the DST CNN, whose
-topology update and masks add element-wise work). The slowest paths by fraction of the
-probe: ResNet-18 (native convolutions, 0.03-0.04), the DST CNN (0.15-0.17) and SDMLP 10K
-at 5 seeds (0.19).
+Single runs: repeated ones vary by up to ~20 % per row (the DST CNN's 5-seed step
+measured 5.8 and 7.0 ms, its probe 49-71 GFLOP/s). XLA's compiled count is 1.03-1.8× the
+analytic one (most for ResNet-18's patch copies and the DST CNN's masks and topology
+updates, element-wise work the analytic count leaves out). Below 0.8 of the probe: what
+the probe does not charge for, the CNNs' patch copies and their transposes in the
+backward pass, the DST CNN's masks and topology updates, SDMLP's top-k and weight
+projection, and XLA:CPU's per-operation overhead at these small shapes.
 """
 
 from __future__ import annotations
