@@ -1,5 +1,6 @@
 """Several processes: two local CPU processes (JAX's Gloo collectives, one device each)
-give the one-process results per seed and resume after a SIGKILL; the agreement on
+give the one-process results per seed (seeds, and a grid's cells × seeds) and resume after
+a SIGKILL; the agreement on
 stopping; only process 0 writes; the flags that join the processes."""
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import hard_ash
+from experiments import dst, hard_ash
 from jaxcl import checkpoint, cli, execution, processes
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,12 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_processes(out, *argv):
-    """``hard_ash.py --quick --seeds 4`` as processes 0 and 1 of one run on this machine."""
+def start_processes(out, *argv, script="hard_ash"):
+    """``<script>.py --quick --seeds 4`` as processes 0 and 1 of one run on this machine."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)  # one CPU device per process
-    script = str(ROOT / "experiments" / "hard_ash.py")
+    script = str(ROOT / "experiments" / f"{script}.py")
     flags = ["--out", str(out), "--coordinator", f"localhost:{port}", "--num-processes", "2"]
     jobs = []
     for i in range(2):
@@ -73,6 +74,14 @@ def test_two_processes_give_the_one_process_results_per_seed(tmp_path, one_proce
     printed = [(tmp_path / f"two.{i}.out").read_text() for i in range(2)]
     assert "| hard_ash+adagrad |" in printed[0]  # process 0 prints and writes the table
     assert "| hard_ash+adagrad |" not in printed[1]
+
+
+@pytest.mark.needs_data("fashion_mnist")
+def test_a_grid_of_cells_over_two_processes_gives_the_one_process_results(tmp_path):
+    # dst.py --quick: 10 cells × 4 seeds, rows seed·C + cell sharded over both processes.
+    finish(start_processes(tmp_path / "two", script="dst"), tmp_path / "two")
+    cli.run_experiment(dst.EXPERIMENT, [*QUICK, "--out", str(tmp_path / "one")])
+    assert rows(tmp_path / "two") == rows(tmp_path / "one")
 
 
 @pytest.mark.needs_data("mnist")
