@@ -35,7 +35,8 @@ axis by hand); its rows ``seed * cells + cell`` are checkpointed and resumable l
 (``--seed-chunk`` counts rows).
 
 Measured (defaults, ``python experiments/dst.py``: Split-Fashion-MNIST, 3 seeds, 90 cells):
-19.5 min on 2 CPU cores shared with two light jobs (T=5 152 s, T=10 393 s, T=20 621 s).
+8.6 min on 2 idle CPU cores (19.5 min before the faster top-k and dense gradients, shared
+with two light jobs; the results identical).
 ERK beats uniform at every sparsity (+9.2, +12.7, +18.7 points at 80/90/95 %): uniform
 starves the 72-weight first convolution. Momentum growth (moments moving at every free
 weight, as in the authors' Adam) ranks like gradient growth, within 3 points in every
