@@ -151,16 +151,45 @@ def auto_seed_chunk(run: Run, num_seeds: int) -> int:
     """The largest seed-group size whose compiled program fits the memory budget.
 
     Compiles the chunk program for all ``num_seeds`` (reused when it fits) and reads its
-    memory analysis; a group never exceeds half the free memory of the devices.
+    memory analysis, which is per device (each holds its share of the rows); see
+    :func:`group_size` for the budget.
     """
-    n_dev = jax.device_count()
     num_rows = len(_padded(range(num_seeds)))
     need = program_bytes(run.compiled_chunk(run.abstract_state(num_rows)))
-    budget = _MEMORY_FRACTION * free_memory_bytes() * n_dev
+    device = jax.local_devices()[0]
+    # CPU devices of one process share its host's RAM; an accelerator has its own memory.
+    sharing = jax.local_device_count() if device.platform == "cpu" else 1
+    size = group_size(
+        need,
+        num_rows,
+        free_bytes=free_memory_bytes(device),
+        num_devices=jax.device_count(),
+        sharing=sharing,
+    )
+    return min(num_seeds, size)
+
+
+def group_size(
+    need: int, num_rows: int, *, free_bytes: int, num_devices: int, sharing: int
+) -> int:
+    """Rows per group (a multiple of ``num_devices``) whose per-device program fits.
+
+    ``need`` bytes per device run ``num_rows / num_devices`` rows on each device;
+    ``sharing`` devices share ``free_bytes`` (the local CPU devices share the host's RAM;
+    1 for an accelerator). A group may plan to use half of it: all ``num_rows`` when
+    ``need · sharing`` fits, else as many rows per device as fit at ``need``'s bytes per
+    row (at least one).
+
+    >>> group_size(100, 8, free_bytes=1000, num_devices=2, sharing=1)  # fits: all 8 rows
+    8
+    >>> group_size(400, 8, free_bytes=1000, num_devices=2, sharing=2)  # 100 B a row: 2 fit
+    4
+    """
+    budget = _MEMORY_FRACTION * free_bytes / sharing
     if need <= budget:
-        return num_seeds
-    per_seed = need / num_rows
-    return max(n_dev, int(budget // per_seed) // n_dev * n_dev)
+        return num_rows
+    per_row = need * num_devices / num_rows  # bytes of one row on its device
+    return max(1, int(budget // per_row)) * num_devices
 
 
 class _StopRequest:

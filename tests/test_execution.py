@@ -145,6 +145,23 @@ def test_auto_seed_chunk_fits_small_runs_at_once():
     assert execution.auto_seed_chunk(_resumable_job.build(), 3) == 3
 
 
+@pytest.mark.parametrize(
+    "need,free,devices,sharing,expected",
+    [
+        (100, 1000, 1, 1, 8),  # fits: every row at once
+        (1000, 1000, 1, 1, 4),  # 125 B a row, 500 B to plan with: 4 rows
+        (1000, 1000, 4, 1, 4),  # per device: 2 rows of 500 B, 1 fits in 500 B
+        (500, 1000, 2, 2, 4),  # CPU devices share the RAM: 250 B each, 2 rows of 125 B
+        (500, 1000, 2, 1, 8),  # two accelerators, 500 B each: the whole program fits
+        (10**6, 1000, 2, 2, 2),  # nothing fits: one row per device
+    ],
+)
+def test_group_size_budgets_per_device_memory(need, free, devices, sharing, expected):
+    # need: bytes per device for 8 rows spread over the devices.
+    kwargs = dict(free_bytes=free, num_devices=devices, sharing=sharing)
+    assert execution.group_size(need, 8, **kwargs) == expected
+
+
 @pytest.mark.parametrize("seeds", ["0,1,2", "0,1,2,3"])
 def test_four_forced_host_devices_match_one_device(tmp_path, reference, seeds):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
