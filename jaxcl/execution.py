@@ -169,9 +169,7 @@ def auto_seed_chunk(run: Run, num_seeds: int) -> int:
     return min(num_seeds, size)
 
 
-def group_size(
-    need: int, num_rows: int, *, free_bytes: int, num_devices: int, sharing: int
-) -> int:
+def group_size(need: int, num_rows: int, *, free_bytes: int, num_devices: int, sharing: int) -> int:
     """Rows per group (a multiple of ``num_devices``) whose per-device program fits.
 
     ``need`` bytes per device run ``num_rows / num_devices`` rows on each device;
