@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxcl.models import Conv, conv2d, he_normal, torch_bias_init, torch_default_init
@@ -127,3 +128,21 @@ def test_dense_dot_general_refuses_other_contractions():
         dense_dot_general(x, k.T, (((1,), (1,)), ((), ())))
     with pytest.raises(ValueError, match="the contraction must be Dense's"):
         dense_dot_general(x, k, (((1,), (0,)), ((), ())), precision=jax.lax.Precision.HIGHEST)
+
+
+def test_dense_has_second_order_reverse_mode_but_no_forward_mode():
+    # The README's promise: a Hessian-vector product reverse over reverse equals the one of
+    # flax's Dense by forward over reverse; forward mode itself raises.
+    x = jax.random.normal(jax.random.key(8), (5, 4))
+    ours, flax_dense = Dense(3), nn.Dense(3)
+    params = ours.init(jax.random.key(9), x)
+    v = jax.tree.map(jnp.ones_like, params)
+
+    def loss(module):
+        return lambda p: jnp.sum(jnp.tanh(module.apply(p, x)) ** 2)
+
+    hvp = jax.grad(lambda p: optax.tree.vdot(jax.grad(loss(ours))(p), v))(params)
+    expected = jax.jvp(jax.grad(loss(flax_dense)), (params,), (v,))[1]
+    chex.assert_trees_all_close(hvp, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(jax.grad(loss(ours)), (params,), (v,))

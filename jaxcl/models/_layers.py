@@ -120,7 +120,11 @@ def dense_dot_general(
 
 
 class Dense(nn.Dense):
-    """:class:`flax.linen.Dense` whose product is :func:`matmul` (same parameters and init)."""
+    """:class:`flax.linen.Dense` whose product is :func:`matmul` (same parameters and init).
+
+    Differentiable in reverse mode to any order (``jax.grad`` of ``jax.grad``), not in
+    forward mode (``jax.jvp``, ``jax.jacfwd``): see :func:`matmul`.
+    """
 
     dot_general: Any = dense_dot_general
 
