@@ -400,10 +400,8 @@ def result_row(method: str, results: Any, **extra: Any) -> dict[str, Any]:
         correct=results.correct,
         count=results.count[:, None],
     )
-    diverged = np.asarray(results.diverged)
-    for values in per_seed.values():
-        values[diverged] = np.nan
-    curve = np.where(diverged[:, None], np.nan, results.pooled_accuracy)
+    per_seed = {k: metrics.nan_where_diverged(v, results.diverged) for k, v in per_seed.items()}
+    curve = metrics.nan_where_diverged(results.pooled_accuracy, results.diverged)
     row: dict[str, Any] = {"method": method, "metrics": metrics.summary_table(per_seed)}
     row["pooled_acc_after_task"] = [[finite_or_none(v) for v in seed] for seed in curve]
     row["diverged_seeds"] = diverged_seeds(results)

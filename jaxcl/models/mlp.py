@@ -90,8 +90,7 @@ def _standardized_forward(x: Array, kernel: Array) -> tuple[Array, tuple]:
     norm = jnp.linalg.norm(kernel - mean, axis=0)
     lead = (1,) * (x.ndim - 1)  # explicit ranks: [..., 1] against [1, ..., out]
     row_sums = jnp.sum(x, axis=-1, keepdims=True)
-    product = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-    y = (product - row_sums * mean.reshape(*lead, -1)) / norm.reshape(*lead, -1)
+    y = (matmul(x, kernel) - row_sums * mean.reshape(*lead, -1)) / norm.reshape(*lead, -1)
     return y, (x, kernel, mean, norm, row_sums, y)
 
 
