@@ -45,15 +45,7 @@ def batch_norm(x: jax.Array, *, eps: float = 1e-5) -> jax.Array:
 
 def _conv(features: int, kernel: int, stride: int, name: str) -> Conv:
     pad = (kernel - 1) // 2  # PyTorch's symmetric padding, not "SAME" (asymmetric at stride 2)
-    return Conv(
-        features,
-        kernel_size=kernel,
-        stride=stride,
-        padding=pad,
-        use_bias=False,
-        kernel_init=torch_default_init,
-        name=name,
-    )
+    return Conv(features, kernel, stride, pad, kernel_init=torch_default_init, name=name)
 
 
 class BasicBlock(nn.Module):
