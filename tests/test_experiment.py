@@ -306,7 +306,7 @@ def test_seed_timing_extras_measure_under_timing_and_keep_the_measurement_otherw
         extras=seed_timing_extras(
             timed,
             curves=lambda results: results.accuracy,
-            describe=lambda c: f"lr {c['learning_rate']}",
+            describe="lr {learning_rate}",
         ),
     )
     argv = ["--seeds", "2", "--methods", "sgd", "--no-checkpoint", "--out", str(tmp_path)]
