@@ -700,7 +700,7 @@ def method_row(
         per_seed = experiment.row_metrics(outcome, config, args)
         row["metrics"].update(metrics.summary_table(per_seed))
     if experiment.row_fields is not None:
-        row.update(experiment.row_fields(outcome, config, args))
+        row.update(json_ready(experiment.row_fields(outcome, config, args), finite=True))
     row["seconds"] = round(seconds, 2)
     return row
 

@@ -38,8 +38,9 @@ the same, see the README's "Your own benchmark"):
    task as metrics and after every task as ``diagnostics_after_task``; plus
    ``row_metrics(outcome, config, args)`` (more per-seed metrics, e.g. from
    ``results.diagnostics``) and ``row_fields(outcome, config, args)`` (more entries, e.g.
-   curves; an entry it returns replaces the row's own, ``"config"`` included). Diverged
-   seeds are NaN in the engine's metrics; do the same in yours.
+   curves as arrays, NaN written as null; an entry it returns replaces the row's own,
+   ``"config"`` included). Diverged seeds are NaN in the engine's metrics; do the same in
+   yours.
 4. **Flags.** ``flags(parser)`` adds the experiment's own flags (checked by the
    ``argparse`` types of :mod:`jaxcl.cli`; the fields of a config dataclass made by
    :func:`jaxcl.cli.flag_field` are flags by :func:`jaxcl.cli.add_field_flags`, their
@@ -174,7 +175,8 @@ class Experiment:
         every task as ``diagnostics_after_task`` (``{name: [S][T]}``). A name a method's
         learner does not report is left out of its row.
       row_metrics: ``(outcome, config, args) -> {metric: [S] per-seed values}``.
-      row_fields: ``(outcome, config, args) -> {key: JSON-ready value}``, more row entries.
+      row_fields: ``(outcome, config, args) -> {key: value}``, more row entries, made
+        JSON-ready (:func:`jaxcl.io.json_ready`: arrays as lists, NaN as null).
       metrics: the table's columns, also printed as each row finishes.
       paper: ``{method: {metric: fraction}}``, published numbers shown beside ours.
       header: ``(rows, args) -> str``, the text above the table.
