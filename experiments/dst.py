@@ -30,13 +30,11 @@ The cells of one task count are the cells of one compiled grid (:func:`jaxcl.eng
 init, growth and sparsity are traced (the DST learner's per-layer counts and densities
 and its growth index per task, :func:`jaxcl.learners.dst_config`), the task count and
 everything else structural, so the default grid of 90 cells compiles 3 programs (one per
-task count), as before this configuration axis (then the cells were stacked on the seed
-axis by hand); its rows ``seed * cells + cell`` are checkpointed and resumable like seeds
+task count); its rows ``seed * cells + cell`` are checkpointed and resumable like seeds
 (``--seed-chunk`` counts rows).
 
 Measured (defaults, ``python experiments/dst.py``: Split-Fashion-MNIST, 3 seeds, 90 cells):
-8.6 min on 2 idle CPU cores (19.5 min before the faster top-k and dense gradients, shared
-with two light jobs; the results identical).
+8.6 min on 2 idle CPU cores.
 ERK beats uniform at every sparsity (+9.2, +12.7, +18.7 points at 80/90/95 %): uniform
 starves the 72-weight first convolution. Momentum growth (moments moving at every free
 weight, as in the authors' Adam) ranks like gradient growth, within 3 points in every
