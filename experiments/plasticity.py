@@ -76,7 +76,9 @@ NUM_PAIRS = math.comb(10, 2)  # the class pairs of MNIST's digits
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One row of the table: the whole run as data (saved into results.json). The fields
-    after ``num_tasks`` are flags, shared by every row; GNP's ``gnp_alpha`` is λ / r."""
+    after ``num_tasks`` are flags, shared by every row: ``train_per_task``/``test_per_task``
+    the first examples kept per task (None: all), GNP's mixing weight ``gnp_alpha`` = λ / r,
+    ``pair_head`` ``"pair"`` (2 outputs) or ``"shared"`` (10) for class pairs."""
 
     stream: str
     optimizer: str
