@@ -30,13 +30,11 @@ The cells of one task count are the cells of one compiled grid (:func:`jaxcl.eng
 init, growth and sparsity are traced (the DST learner's per-layer counts and densities
 and its growth index per task, :func:`jaxcl.learners.dst_config`), the task count and
 everything else structural, so the default grid of 90 cells compiles 3 programs (one per
-task count), as before this configuration axis (then the cells were stacked on the seed
-axis by hand); its rows ``seed * cells + cell`` are checkpointed and resumable like seeds
+task count); its rows ``seed * cells + cell`` are checkpointed and resumable like seeds
 (``--seed-chunk`` counts rows).
 
 Measured (defaults, ``python experiments/dst.py``: Split-Fashion-MNIST, 3 seeds, 90 cells):
-8.6 min on 2 idle CPU cores (19.5 min before the faster top-k and dense gradients, shared
-with two light jobs; the results identical).
+8.6 min on 2 idle CPU cores.
 ERK beats uniform at every sparsity (+9.2, +12.7, +18.7 points at 80/90/95 %): uniform
 starves the 72-weight first convolution. Momentum growth (moments moving at every free
 weight, as in the authors' Adam) ranks like gradient growth, within 3 points in every
@@ -49,14 +47,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxcl import cli, data, engine, learners, report, scenarios, sparse
+from jaxcl import cli, data, engine, learners, metrics, report, scenarios, sparse
 from jaxcl.experiment import Experiment, flags_run_config, quick_note
 from jaxcl.models.cnn import CNN
 from jaxcl.models.resnet import ResNet
@@ -90,12 +87,6 @@ class Cell:
     def name(self) -> str:
         return f"{self.init}-{self.growth}-s{self.sparsity}-t{self.num_tasks}"
 
-    def sparsity_kwargs(self) -> dict[str, Any]:
-        """The DST learner's density, init and growth (a name, or one per task: adaptive)."""
-        adaptive = self.growth == "adaptive"
-        growth = learners.adaptive_growth(self.num_tasks) if adaptive else self.growth
-        return {"density": 1 - self.sparsity / 100, "init": self.init, "growth": growth}
-
 
 # The grid's axes, in the table's order.
 AXES = dict(num_tasks=TASK_COUNTS, sparsity=SPARSITIES, init=INIT_NAMES, growth=GROWTH_NAMES)
@@ -104,9 +95,10 @@ GRID = tuple(Cell(i, g, s, t) for t, s, i, g in itertools.product(*AXES.values()
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything the cells of one task count share (saved into results.json)."""
+    """Everything the cells of one task count share (saved into results.json); the fields
+    ``dataset`` and ``evaluation`` are flags."""
 
-    dataset: str = "fashion_mnist"
+    dataset: str = cli.flag_field("fashion_mnist", choices=("fashion_mnist", "mnist", "cifar100"))
     num_tasks: int = 5
     batch_size: int = 64
     epochs_per_task: int = 2
@@ -114,7 +106,7 @@ class Config:
     update_frequency: int = 10
     max_train_per_task: int | None = 2000
     max_test_per_task: int | None = 300
-    evaluation: str = "task_il"
+    evaluation: str = cli.flag_field("task_il", choices=tuple(sparse.EVALUATIONS))
     channels: tuple[int, ...] = (8, 16)  # CNN
     hidden: tuple[int, ...] = (64,)  # CNN
     stage_sizes: tuple[int, ...] = (2, 2, 2, 2)  # ResNet
@@ -177,12 +169,15 @@ def learner_for(config: Config, scenario: scenarios.Scenario, sparsity: learners
 
 
 def cell_sparsity(config: Config, scenario: scenarios.Scenario, cell: Cell) -> learners.DSTConfig:
-    """The learner's arrays of ``cell``'s density, init and growth."""
+    """The learner's arrays of ``cell``'s density, init and growth (adaptive: one per task)."""
+    adaptive = cell.growth == "adaptive"
     return learners.dst_config(
         model_for(config, scenario),
         input_dim=scenario.input_dim,
         num_tasks=scenario.num_tasks,
-        **cell.sparsity_kwargs(),
+        density=1 - cell.sparsity / 100,
+        init=cell.init,
+        growth=learners.adaptive_growth(cell.num_tasks) if adaptive else cell.growth,
     )
 
 
@@ -207,8 +202,10 @@ def build_grid(
     )
 
 
-def block_config(num_tasks: int, args: argparse.Namespace) -> Config:
-    return config_for(args.dataset, num_tasks, quick=args.quick, evaluation=args.evaluation)
+def configure(cell: Cell, args: argparse.Namespace) -> Cell:
+    """``cell`` with its task count's :class:`Config` under the flags."""
+    config = config_for(args.dataset, cell.num_tasks, quick=args.quick, evaluation=args.evaluation)
+    return dataclasses.replace(cell, config=config)
 
 
 def grid_run(cells: dict[str, Cell], args: argparse.Namespace) -> engine.Run:
@@ -226,11 +223,8 @@ def row_metrics(results: engine.Results, cell: Cell, args: argparse.Namespace) -
 
 
 def row_fields(results: engine.Results, cell: Cell, args: argparse.Namespace) -> dict:
-    fields = {"init": cell.init, "growth": cell.growth, "sparsity": cell.sparsity}
-    return {
-        "cell": {**fields, "num_tasks": cell.num_tasks},
-        "config": dataclasses.asdict(cell.config),
-    }
+    fields = {f: getattr(cell, f) for f in ("init", "growth", "sparsity", "num_tasks")}
+    return {"cell": fields, "config": dataclasses.asdict(cell.config)}
 
 
 def header(rows: Sequence[dict], args: argparse.Namespace) -> str:
@@ -258,14 +252,12 @@ def acc_grid(rows: Sequence[dict]) -> np.ndarray:
 
 def findings(rows: Sequence[dict], args: argparse.Namespace) -> str:
     """The paper's qualitative claims, checked on these rows (ACC means over seeds)."""
-    acc = 100 * acc_grid(rows)
-    with warnings.catch_warnings():  # means of cells not run are NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        by_sparsity = np.nanmean(acc, axis=0)  # [sparsity, init, growth]
-        fixed = len(sparse.GROWTH)
-        erk_gain = np.nanmean(by_sparsity[:, 0, :fixed] - by_sparsity[:, 1, :fixed], axis=1)
-        best = np.maximum(*(acc[..., GROWTH_NAMES.index(g)] for g in ("random", "gradient")))
-        adaptive_gain = np.nanmean(acc[..., -1] - best, axis=(1, 2))  # [task count]
+    acc = 100 * acc_grid(rows)  # means of cells not run are NaN
+    by_sparsity = metrics.nanmean(acc, axis=0)  # [sparsity, init, growth]
+    fixed = len(sparse.GROWTH)
+    erk_gain = metrics.nanmean(by_sparsity[:, 0, :fixed] - by_sparsity[:, 1, :fixed], axis=1)
+    best = np.maximum(*(acc[..., GROWTH_NAMES.index(g)] for g in ("random", "gradient")))
+    adaptive_gain = metrics.nanmean(acc[..., -1] - best, axis=(1, 2))  # [task count]
     lines = ["ERK − uniform ACC (mean over fixed growths and task counts), by sparsity:"]
     lines += [
         f"  {s}%: {d:+.2f} points"
@@ -303,23 +295,15 @@ def plot_heatmaps(rows: Sequence[dict], args: argparse.Namespace, out: Path) -> 
             )
 
 
-def flags(parser: argparse.ArgumentParser) -> None:
-    datasets = ("fashion_mnist", "mnist", "cifar100")
-    parser.add_argument("--dataset", choices=datasets, default="fashion_mnist")
-    parser.add_argument("--evaluation", choices=tuple(sparse.EVALUATIONS), default="task_il")
-
-
 EXPERIMENT = Experiment(
     name="dst",
     description=__doc__.splitlines()[0],
     methods={cell.name: cell for cell in GRID},
-    configure=lambda cell, args: dataclasses.replace(
-        cell, config=block_config(cell.num_tasks, args)
-    ),
+    configure=configure,
     traced={cell.name: ("init", "growth", "sparsity") for cell in GRID},
     build_grid=grid_run,
     quick_methods=[c.name for c in GRID if c.num_tasks == 5 and c.sparsity == 90],
-    flags=flags,
+    flags=lambda parser: cli.add_field_flags(parser, Config),
     run_config=flags_run_config("dataset", "evaluation"),
     row_metrics=row_metrics,
     row_fields=row_fields,

@@ -64,7 +64,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import hard_ash, plasticity
 from jaxcl import cli, engine, metrics, report, scenarios
 from jaxcl.experiment import Experiment, difference, quick_note
-from jaxcl.io import json_ready
 
 ZK_REFERENCE = "hard_ash_zk0+adagrad"
 TABLE_METRICS = ("learning_acc", "first", "last", "plasticity_loss", "acc", "forgetting")
@@ -127,8 +126,7 @@ def row_metrics(results: engine.Results, config: Config, args: argparse.Namespac
 def row_fields(results: engine.Results, config: Config, args: argparse.Namespace) -> dict:
     """Each seed's accuracy on each task right after it and after the last task."""
     final = np.where(np.asarray(results.diverged)[:, None], np.nan, results.accuracy[:, -1])
-    curves = {"new_task_acc": plasticity.new_task_accuracy(results), "final_task_acc": final}
-    return {k: json_ready(np.where(np.isfinite(v), v, None)) for k, v in curves.items()}
+    return {"new_task_acc": plasticity.new_task_accuracy(results), "final_task_acc": final}
 
 
 def header(rows: list[dict], args: argparse.Namespace) -> str:

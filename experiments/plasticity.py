@@ -58,9 +58,10 @@ from jaxcl.experiment import (
     Experiment,
     difference_table,
     differences,
+    flags_run_config,
     quick_note,
+    seed_means,
     seed_timing_extras,
-    standard_run_config,
 )
 from jaxcl.models.mlp import MLP
 from jaxcl.optim import get_optimizer
@@ -74,29 +75,28 @@ NUM_PAIRS = math.comb(10, 2)  # the class pairs of MNIST's digits
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One row of the table: the whole run as data (saved into results.json).
-
-    ``width`` units in each of the two hidden layers; ``train_per_task``/``test_per_task``
-    the first examples kept per task (None: all); SAM's radius ``rho``; GNP's radius
-    ``gnp_r`` and mixing weight ``gnp_alpha`` = λ / r, ``gnp_normalize_first`` as GNP's
-    code; ``pair_head`` ``"pair"`` (2 outputs) or ``"shared"`` (10) for class pairs.
-    """
+    """One row of the table: the whole run as data (saved into results.json). The fields
+    after ``num_tasks`` are flags, shared by every row: ``train_per_task``/``test_per_task``
+    the first examples kept per task (None: all), GNP's mixing weight ``gnp_alpha`` = λ / r,
+    ``pair_head`` ``"pair"`` (2 outputs) or ``"shared"`` (10) for class pairs."""
 
     stream: str
     optimizer: str
     learning_rate: float
     num_tasks: int
-    width: int = 100
-    batch_size: int = 32
-    epochs_per_task: int = 1
-    train_per_task: int | None = 10000
-    test_per_task: int | None = None
-    rho: float = 0.05
-    gnp_r: float = 0.125
-    gnp_alpha: float = 0.8
-    gnp_normalize_first: bool = False
-    pair_head: str = "pair"
-    perm_seed: int = 0
+    width: int = cli.flag_field(100, cli.positive_int, "units per hidden layer")
+    batch_size: int = cli.flag_field(32, cli.positive_int)
+    epochs_per_task: int = cli.flag_field(1, cli.positive_int, "epochs per task", flag="--epochs")
+    train_per_task: int | None = cli.flag_field(
+        10000, cli.count_or_all, "training examples (0: all)"
+    )
+    test_per_task: int | None = cli.flag_field(None, cli.count_or_all, "test examples (0: all)")
+    rho: float = cli.flag_field(0.05, cli.non_negative_float, "SAM radius")
+    gnp_r: float = cli.flag_field(0.125, cli.non_negative_float, "GNP perturbation radius")
+    gnp_alpha: float = cli.flag_field(0.8, cli.finite_float, "GNP alpha = lambda / r")
+    gnp_normalize_first: bool = cli.flag_field(False, help="GNP mixes the normalised g1")
+    pair_head: str = cli.flag_field("pair", help="class pairs' head", choices=("pair", "shared"))
+    perm_seed: int = cli.flag_field(0, int, "seed of the permutations")
 
 
 def method_name(stream: str, optimizer: str, learning_rate: float) -> str:
@@ -191,17 +191,13 @@ def paper_findings(rows: list[dict]) -> list[str]:
             lines.append(
                 f"Class pairs, lr {lr:g}: SAM loses significantly more plasticity than SGD: "
                 f"{'holds' if loss.verdict == 'higher' else 'does NOT hold'} (Δ = "
-                f"{100 * loss.mean:+.2f} ± {100 * loss.half:.2f} points)."
+                f"{loss.points(digits=2)} points)."
             )
-    by_method = {row["method"]: row for row in rows}
+    means = seed_means(rows, "plasticity_loss")
     for lr in LEARNING_RATES:
-        losses = {
-            opt: np.nanmean(report.per_seed(by_method[name])["plasticity_loss"])
-            for opt in OPTIMIZERS
-            if (name := method_name("class_pairs", opt, lr)) in by_method
-        }
-        if len(losses) == len(OPTIMIZERS):
-            best = min(losses, key=losses.get)
+        names = {opt: method_name("class_pairs", opt, lr) for opt in OPTIMIZERS}
+        if all(name in means for name in names.values()):
+            best = min(OPTIMIZERS, key=lambda opt: means[names[opt]])
             lines.append(
                 f"Class pairs, lr {lr:g}: GNP keeps plasticity best (smallest mean plasticity "
                 f"loss; here {best}): {'holds' if best == 'gnp' else 'does NOT hold'}."
@@ -253,6 +249,9 @@ def plot_curves(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
             )
 
 
+TIMED = "{stream}/{optimizer}@{learning_rate:g} with {num_tasks} tasks"  # --timing's run
+
+
 def timed_run(args: argparse.Namespace) -> tuple[Config, engine.Run]:
     """``--timing``'s run: permuted/sgd@0.01 with ``--timing-tasks`` tasks in one chunk."""
     tasks = 4 if args.quick else args.timing_tasks
@@ -260,28 +259,12 @@ def timed_run(args: argparse.Namespace) -> tuple[Config, engine.Run]:
     return config, build_run(config, data_dir=args.data_dir, chunk_size=config.num_tasks)
 
 
-def timed_name(c: dict) -> str:
-    """The timed configuration (as saved in results.json) in the timing's sentence."""
-    name = method_name(c["stream"], c["optimizer"], c["learning_rate"])
-    return f"{name} with {c['num_tasks']} tasks"
-
-
 def flags(parser: argparse.ArgumentParser) -> None:
-    add, pos, count = parser.add_argument, cli.positive_int, cli.count_or_all
+    add, pos = parser.add_argument, cli.positive_int
     add("--permuted-tasks", type=pos, default=100, help="Permuted MNIST tasks")
     pairs = cli.int_between(1, NUM_PAIRS)
     add("--pair-tasks", type=pairs, default=NUM_PAIRS, help="class-pair tasks")
-    add("--width", type=pos, default=100, help="units per hidden layer")
-    add("--batch-size", type=pos, default=32)
-    add("--epochs", type=pos, default=1, dest="epochs_per_task", help="epochs per task")
-    add("--train-per-task", type=count, default=10000, help="training examples (0: all)")
-    add("--test-per-task", type=count, default=None, help="test examples per task (0: all)")
-    add("--rho", type=cli.non_negative_float, default=0.05, help="SAM radius")
-    add("--gnp-r", type=cli.non_negative_float, default=0.125, help="GNP perturbation radius")
-    add("--gnp-alpha", type=cli.finite_float, default=0.8, help="GNP alpha = lambda / r")
-    add("--gnp-normalize-first", action="store_true")
-    add("--pair-head", choices=("pair", "shared"), default="pair")
-    add("--perm-seed", type=int, default=0, help="seed of the permutations")
+    cli.add_field_flags(parser, Config)
     add("--window", type=pos, default=10, help="tasks averaged at the start and the end")
     add("--timing", action="store_true", help="also time permuted/sgd@0.01 vmapped vs not")
     add("--timing-tasks", type=pos, default=100, help="Permuted MNIST tasks of the timing run")
@@ -297,8 +280,7 @@ def configure(spec: tuple, args: argparse.Namespace) -> Config:
 
 def derive(args: argparse.Namespace) -> dict[str, Any]:
     """Config fields shared by every row, tasks per stream, and the window they allow."""
-    fields = [field.name for field in dataclasses.fields(Config)][4:]  # each has a flag
-    shared = {name: getattr(args, name) for name in fields}
+    shared = cli.field_flag_values(args, Config)
     tasks = {"permuted": args.permuted_tasks, "class_pairs": args.pair_tasks}
     if args.quick:
         shared.update(width=32, train_per_task=64, test_per_task=64)
@@ -308,13 +290,12 @@ def derive(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def row_fields(results: engine.Results, config: Config, args: argparse.Namespace) -> dict:
-    curves = new_task_accuracy(results)  # JSON has no NaN: diverged seeds are null
     return {
         "stream": config.stream,
         "optimizer": config.optimizer,
         "learning_rate": config.learning_rate,
         "window": args.window,
-        "new_task_acc": [[None if np.isnan(v) else float(v) for v in c] for c in curves],
+        "new_task_acc": new_task_accuracy(results),  # diverged seeds: NaN, written as null
     }
 
 
@@ -328,12 +309,7 @@ EXPERIMENT = Experiment(
     ),
     flags=flags,
     derive=derive,
-    run_config=lambda args: {
-        **standard_run_config(args),
-        "window": args.window,
-        "tasks": args.tasks,
-        **args.shared,
-    },
+    run_config=lambda args: {**flags_run_config("window", "tasks")(args), **args.shared},
     engine_metrics=False,
     row_metrics=lambda results, config, args: metrics.plasticity_loss(
         new_task_accuracy(results), window=args.window
@@ -341,9 +317,8 @@ EXPERIMENT = Experiment(
     row_fields=row_fields,
     metrics=METRICS,
     header=header,
-    table=lambda rows, args: report.markdown_table(rows, metrics=METRICS),
     findings=lambda rows, args: table_findings(rows),
-    extras=seed_timing_extras(timed_run, curves=new_task_accuracy, describe=timed_name),
+    extras=seed_timing_extras(timed_run, curves=new_task_accuracy, describe=TIMED),
     curves=False,
     plots=plot_curves,
     default_seeds=10,

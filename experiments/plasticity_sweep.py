@@ -34,15 +34,13 @@ import itertools
 import sys
 from pathlib import Path
 
-import numpy as np
-
 # Run as a script, this file's folder is on sys.path, not the checkout that holds it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import plasticity
 from experiments.plasticity import STREAMS, Config, method_name
 from jaxcl import cli, engine, report
-from jaxcl.experiment import difference
+from jaxcl.experiment import difference, seed_means
 
 SWEEP_LR = 0.01
 SAM_RHOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -78,10 +76,6 @@ def grid_run(configs: dict[str, Config], args: argparse.Namespace) -> engine.Run
     return plasticity.build_run(first, data_dir=args.data_dir, chunk_size=chunk_size, grid=grid)
 
 
-def _mean_loss(row: dict) -> float:
-    return float(np.nanmean(report.per_seed(row)["plasticity_loss"]))
-
-
 def _cell(rows: list[dict], name: str, sgd: str) -> str:
     """``"+1.2 ± 0.3*"``: the cell's plasticity loss minus SGD's (* significant)."""
     d = difference(rows, name, sgd, "plasticity_loss")
@@ -96,6 +90,7 @@ def sweep_findings(rows: list[dict]) -> str:
     """The sensitivity sweep: each cell's plasticity loss minus SGD's, and where in the sweep
     the paper's findings hold (computed from the rows; nothing assumed)."""
     by_method = {row["method"]: row for row in rows}
+    losses = seed_means(rows, "plasticity_loss")
     text = ""
     for stream in STREAMS:
         sgd = method_name(stream, "sgd", SWEEP_LR)
@@ -106,7 +101,7 @@ def sweep_findings(rows: list[dict]) -> str:
         gnp = {n: (v["gnp_r"], v["gnp_alpha"]) for n, (_, o, _, v) in cells.items() if o == "gnp"}
         text += (
             f"\nSweep, {stream}, lr {SWEEP_LR:g}: plasticity loss minus SGD's (points, Welch "
-            f"95% CI, * significant; SGD's own: {100 * _mean_loss(by_method[sgd]):+.1f}):\n\n"
+            f"95% CI, * significant; SGD's own: {100 * losses[sgd]:+.1f}):\n\n"
         )
         if sam:
             text += "| SAM ρ | " + " | ".join(f"{rho:g}" for rho in sam.values()) + " |\n"
@@ -130,8 +125,8 @@ def sweep_findings(rows: list[dict]) -> str:
             f"- significantly more plasticity loss than SGD: {_listed(higher)}\n"
         )
         if stream == "class_pairs" and gnp:
-            rivals = min(_mean_loss(by_method[n]) for n in (sgd, *sam))
-            best = [n for n in gnp if _mean_loss(by_method[n]) < rivals]
+            rivals = min(losses[n] for n in (sgd, *sam))
+            best = [n for n in gnp if losses[n] < rivals]
             significant = sum(verdicts[n] == "lower" for n in best)
             text += (
                 "- the paper's GNP finding, GNP keeps plasticity best (mean plasticity loss "
@@ -160,7 +155,7 @@ EXPERIMENT = dataclasses.replace(
     traced={name: SWEPT[spec[1]] for name, spec in SWEEP.items()},
     build_grid=grid_run,
     header=lambda rows, args: plasticity.header(rows, args, note=SWEEP_NOTE),
-    table=lambda rows, args: plasticity.EXPERIMENT.table(table_rows(rows), args),
+    table=lambda rows, args: report.markdown_table(table_rows(rows), metrics=plasticity.METRICS),
     findings=lambda rows, args: plasticity.table_findings(table_rows(rows)) + sweep_findings(rows),
     plots=lambda rows, args, out: plasticity.plot_curves(table_rows(rows), args, out),
 )

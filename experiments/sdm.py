@@ -63,7 +63,6 @@ from jaxcl.models.sdm import SDMLP
 from jaxcl.optim import get_optimizer
 
 PAPER_EPOCHS = 500
-CONFIG_FLAGS = ("dataset", "epochs_per_task", "pixel_scale", "quick")
 # Fraction of task 1 after which an always-active neuron has counted T activations in the
 # authors' Split-MNIST run: 5e6 / (500 epochs x (12,665 train + 2,115 validation images)).
 GABA_SWITCH_FRACTION = 5e6 / (PAPER_EPOCHS * (12665 + 2115))
@@ -87,9 +86,10 @@ SDMLP_FIELDS = "width k schedule inhibition positive normalize hidden_bias outpu
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One row: the whole run as data (saved into results.json)."""
+    """One row: the whole run as data (saved into results.json); ``dataset``,
+    ``pixel_scale`` and ``epochs_per_task`` are flags."""
 
-    dataset: str = "mnist"
+    dataset: str = cli.flag_field("mnist", choices=("mnist", "fashion_mnist"))
     model: str = "sdmlp"  # "sdmlp" (also the ReLU/Top-K baselines) or "fly"
     width: int = 1000
     k: int | None = 10
@@ -102,9 +102,9 @@ class Config:
     optimizer: str = "sgd"
     learning_rate: float = 0.05  # the paper's; see effective_learning_rate
     regularizer: str | None = None
-    pixel_scale: str = "raw"  # the paper's baselines saw raw [0, 255] pixels
+    pixel_scale: str = cli.flag_field("raw", choices=("raw", "unit"))  # the paper's: raw [0, 255]
     batch_size: int = 128
-    epochs_per_task: int = 10
+    epochs_per_task: int = cli.flag_field(10, cli.positive_int, "paper: 500")
     n_response: int = 32
     fly_learning_rate: float = 0.005
     max_train_per_task: int | None = None
@@ -254,9 +254,7 @@ def seeds(config: Config, args: argparse.Namespace) -> int:
 
 
 def flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=tuple(FLY_INPUTS), default="mnist")
-    parser.add_argument("--epochs-per-task", type=cli.positive_int, default=10, help="paper: 500")
-    parser.add_argument("--pixel-scale", choices=("raw", "unit"), default="raw")
+    cli.add_field_flags(parser, Config)
     seeds_10k = "seeds of 10K-neuron gradient rows"
     parser.add_argument("--seeds-10k", type=cli.positive_int, default=1, help=seeds_10k)
 
@@ -286,7 +284,7 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     methods=METHODS,
     configure=lambda changes, args: config_for(
-        changes, **{key: getattr(args, key) for key in CONFIG_FLAGS}
+        changes, quick=args.quick, **cli.field_flag_values(args, Config)
     ),
     build=lambda config, args: build_run(
         config, data_dir=args.data_dir, chunk_size=cli.chunk_size(args, 5)

@@ -233,9 +233,7 @@ EXPERIMENT = Experiment(
     derive=silence_grid,
     run_config=run_config,
     row_metrics=table_metrics,
-    row_fields=lambda values, make, args: {
-        "per_silence": {k: v.tolist() for k, v in values.items()}
-    },
+    row_fields=lambda values, make, args: {"per_silence": values},
     metrics=("step@s=0", f"inflation@s={TABLE_SILENCES[-1]}"),
     table=tables,
     findings=lambda rows, args: checklist(claims(rows)),

@@ -30,6 +30,10 @@ one directory per selection of cells), whose fingerprint holds every cell's valu
 ``--help`` names the traced hyperparameters, and a line per grid says how many programs
 it compiled.
 
+Flags of a configuration. A dataclass field made by :func:`flag_field` is also a flag
+with the field's default: :func:`add_field_flags` adds those flags to a parser and
+:func:`field_flag_values` collects their values back as the dataclass's keyword arguments.
+
 Errors. Every flag is checked while parsing, before any data is loaded or compiled,
 ``--out`` included (a writable directory, created if needed). :func:`main` runs an
 experiment as a command: an error prints one line and exits with status 2 for a command
@@ -51,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
 import json
 import math
@@ -68,7 +73,7 @@ import jax
 import numpy as np
 
 import jaxcl
-from jaxcl import compile_cache, execution, metrics, processes, report
+from jaxcl import _checks, compile_cache, execution, metrics, processes, report
 from jaxcl.engine import GridResults, Results, Run
 from jaxcl.experiment import Experiment, config_record
 from jaxcl.io import json_ready
@@ -178,6 +183,80 @@ def method_names(methods: Sequence[str]) -> Callable[[str], list[str]]:
         return wanted
 
     return parse
+
+
+_FLAG = "jaxcl.cli.flag_field"  # the metadata key of a flag field
+
+
+def flag_field(
+    default: Any,
+    parse: Callable[[str], Any] | None = None,
+    help: str | None = None,
+    *,
+    flag: str | None = None,
+    choices: Sequence[Any] | None = None,
+) -> Any:
+    """A field of a configuration dataclass that is also a command-line flag defaulting to
+    the field's ``default``: :func:`add_field_flags` adds the flags, :func:`field_flag_values`
+    reads their values back, so a field's default, type and help are written once.
+
+    The flag is ``--<field name>`` with dashes for underscores unless ``flag`` spells it;
+    ``parse`` is its ``argparse`` type (one of this module's checked types, e.g.
+    :func:`positive_int`), ``choices`` its allowed values, ``help`` its ``--help`` text.
+    A field whose default is False is a switch (``store_true``).
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     stream: str  # not a flag
+    ...     width: int = flag_field(100, positive_int, "units per hidden layer")
+    ...     epochs_per_task: int = flag_field(1, positive_int, flag="--epochs")
+    ...     head: str = flag_field("pair", choices=("pair", "shared"))
+    ...     shuffle: bool = flag_field(False, help="reshuffle every epoch")
+    >>> parser = argparse.ArgumentParser()
+    >>> add_field_flags(parser, Config)
+    >>> args = parser.parse_args(["--epochs", "3", "--shuffle"])
+    >>> field_flag_values(args, Config)
+    {'width': 100, 'epochs_per_task': 3, 'head': 'pair', 'shuffle': True}
+    >>> Config("permuted", **field_flag_values(args, Config))
+    Config(stream='permuted', width=100, epochs_per_task=3, head='pair', shuffle=True)
+    """
+    if default is False and (parse is not None or choices is not None):
+        _checks.fail("parse and choices of a switch (default False)", "None", (parse, choices))
+    spec = {"parse": parse, "help": help, "flag": flag, "choices": choices}
+    return dataclasses.field(default=default, metadata={_FLAG: spec})
+
+
+def _flag_fields(config_type: type) -> list[dataclasses.Field]:
+    """The fields of the dataclass ``config_type`` made by :func:`flag_field`, in order."""
+    if not (isinstance(config_type, type) and dataclasses.is_dataclass(config_type)):
+        _checks.fail("config_type", "a dataclass", config_type)
+    return [field for field in dataclasses.fields(config_type) if _FLAG in field.metadata]
+
+
+def add_field_flags(parser: argparse.ArgumentParser, config_type: type) -> None:
+    """Adds to ``parser`` the flag of each :func:`flag_field` of ``config_type``, in the
+    order of the fields; each flag's value is ``args.<field name>``."""
+    for field in _flag_fields(config_type):
+        spec = field.metadata[_FLAG]
+        name = spec["flag"] or "--" + field.name.replace("_", "-")
+        if field.default is False:
+            parser.add_argument(name, dest=field.name, action="store_true", help=spec["help"])
+        else:
+            parser.add_argument(
+                name,
+                dest=field.name,
+                type=spec["parse"],
+                default=field.default,
+                choices=spec["choices"],
+                help=spec["help"],
+            )
+
+
+def field_flag_values(args: argparse.Namespace, config_type: type) -> dict[str, Any]:
+    """``{field name: value}`` of the flags of ``config_type``'s :func:`flag_field` fields
+    (:func:`add_field_flags`), in the order of the fields: keyword arguments of the
+    dataclass, e.g. the fields every method of an experiment shares."""
+    return {field.name: getattr(args, field.name) for field in _flag_fields(config_type)}
 
 
 def writable_directory(path: str | os.PathLike) -> Path:
@@ -621,7 +700,7 @@ def method_row(
         per_seed = experiment.row_metrics(outcome, config, args)
         row["metrics"].update(metrics.summary_table(per_seed))
     if experiment.row_fields is not None:
-        row.update(experiment.row_fields(outcome, config, args))
+        row.update(json_ready(experiment.row_fields(outcome, config, args), finite=True))
     row["seconds"] = round(seconds, 2)
     return row
 

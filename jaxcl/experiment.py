@@ -38,14 +38,17 @@ the same, see the README's "Your own benchmark"):
    task as metrics and after every task as ``diagnostics_after_task``; plus
    ``row_metrics(outcome, config, args)`` (more per-seed metrics, e.g. from
    ``results.diagnostics``) and ``row_fields(outcome, config, args)`` (more entries, e.g.
-   curves; an entry it returns replaces the row's own, ``"config"`` included). Diverged
-   seeds are NaN in the engine's metrics; do the same in yours.
+   curves as arrays, NaN written as null; an entry it returns replaces the row's own,
+   ``"config"`` included). Diverged seeds are NaN in the engine's metrics; do the same in
+   yours.
 4. **Flags.** ``flags(parser)`` adds the experiment's own flags (checked by the
-   ``argparse`` types of :mod:`jaxcl.cli`); ``derive(args)`` returns values computed from
-   the flags once (e.g. a task count that depends on ``--quick``), set on ``args`` for
-   every later hook; ``run_config(args)`` is results.json's ``"config"``, everything
-   shared by the rows that changes results (rows of another run configuration are never
-   merged; :func:`flags_run_config` names the flags it holds).
+   ``argparse`` types of :mod:`jaxcl.cli`; the fields of a config dataclass made by
+   :func:`jaxcl.cli.flag_field` are flags by :func:`jaxcl.cli.add_field_flags`, their
+   values read back by :func:`jaxcl.cli.field_flag_values`); ``derive(args)`` returns
+   values computed from the flags once (e.g. a task count that depends on ``--quick``),
+   set on ``args`` for every later hook; ``run_config(args)`` is results.json's
+   ``"config"``, everything shared by the rows that changes results (rows of another run
+   configuration are never merged; :func:`flags_run_config` names the flags it holds).
 5. **Table and findings.** ``metrics`` are the table's columns, ``paper`` the published
    numbers beside them (``{method: {metric: fraction}}``), ``header(rows, args)`` the
    text above (:func:`quick_note` marks a smoke run); ``table(rows, args)`` replaces the
@@ -102,6 +105,7 @@ __all__ = [
     "differences",
     "flags_run_config",
     "quick_note",
+    "seed_means",
     "seed_timing",
     "seed_timing_extras",
     "standard_run_config",
@@ -171,7 +175,8 @@ class Experiment:
         every task as ``diagnostics_after_task`` (``{name: [S][T]}``). A name a method's
         learner does not report is left out of its row.
       row_metrics: ``(outcome, config, args) -> {metric: [S] per-seed values}``.
-      row_fields: ``(outcome, config, args) -> {key: JSON-ready value}``, more row entries.
+      row_fields: ``(outcome, config, args) -> {key: value}``, more row entries, made
+        JSON-ready (:func:`jaxcl.io.json_ready`: arrays as lists, NaN as null).
       metrics: the table's columns, also printed as each row finishes.
       paper: ``{method: {metric: fraction}}``, published numbers shown beside ours.
       header: ``(rows, args) -> str``, the text above the table.
@@ -280,9 +285,10 @@ class Difference(NamedTuple):
             return "n.s."
         return "higher" if self.mean > 0 else "lower"
 
-    def points(self) -> str:
-        """``"+1.2 ± 0.3"``: the difference of two fractions in percentage points."""
-        return f"{100 * self.mean:+.1f} ± {100 * self.half:.1f}"
+    def points(self, digits: int = 1) -> str:
+        """``"+1.2 ± 0.3"``: the difference of two fractions in percentage points, to
+        ``digits`` decimals."""
+        return f"{100 * self.mean:+.{digits}f} ± {100 * self.half:.{digits}f}"
 
 
 def difference(rows: Rows, a: str, b: str, metric: str) -> Difference | None:
@@ -295,6 +301,20 @@ def difference(rows: Rows, a: str, b: str, metric: str) -> Difference | None:
         return None
     values = [report.per_seed(by_method[m])[metric] for m in (a, b)]
     return Difference(*metrics.difference_ci95(*values))
+
+
+def seed_means(rows: Rows, metric: str) -> dict[str, float]:
+    """``{method: mean of its finite seeds' metric}`` of the rows that have ``metric`` (NaN
+    when no seed is finite), e.g. to rank rows by their mean.
+
+    >>> seed_means([{"method": "a", "metrics": {"acc": {"per_seed": [0.5, None, 0.7]}}}], "acc")
+    {'a': 0.6}
+    """
+    return {
+        row["method"]: float(metrics.nanmean(report.per_seed(row)[metric]))
+        for row in rows
+        if metric in row["metrics"]
+    }
 
 
 def differences(
@@ -392,7 +412,7 @@ def seed_timing_extras(
     timed: Callable[[Args], tuple[Any, engine.Run]],
     *,
     curves: Callable[[engine.Results], np.ndarray],
-    describe: Callable[[Mapping[str, Any]], str],
+    describe: str,
 ) -> Extras:
     """An :class:`Experiment`'s ``extras`` for a ``--timing`` flag: :func:`seed_timing`.
 
@@ -402,9 +422,10 @@ def seed_timing_extras(
     ``curves(results)``; results.json's ``"timing"`` is ``{"config": ..., "seeds": S,
     **seed_timing(...)}``. Without ``--timing`` the measurement of the previous
     results.json (same run configuration) is kept, or ``"timing"`` is null. The text is
-    one sentence on it, ``"Wall time of <describe(config)> and <S> seeds: ..."`` with
-    ``describe`` reading the saved configuration (e.g. ``"permuted/sgd@0.01 with 100
-    tasks"``).
+    one sentence on it, ``"Wall time of <description> and <S> seeds: ..."``, the
+    description being ``describe.format(**config)`` of the saved configuration's fields
+    (e.g. ``"{stream}/{optimizer}@{learning_rate:g} with {num_tasks} tasks"`` gives
+    ``"permuted/sgd@0.01 with 100 tasks"``).
     """
 
     def extras(previous: Mapping[str, Any], args: Args) -> tuple[dict[str, Any], str]:
@@ -415,9 +436,10 @@ def seed_timing_extras(
             t.update(seed_timing(run, args.seeds, curves))
         if t is None:
             return {"timing": None}, ""
+        about = describe.format(**t["config"])
         return {"timing": t}, (
-            f"\nWall time of {describe(t['config'])} and {t['seeds']} seeds: one vmapped "
-            f"program {t['vmapped_run_s']} s (+ {t['vmapped_compile_s']} s compile) vs seed "
+            f"\nWall time of {about} and {t['seeds']} seeds: one vmapped program "
+            f"{t['vmapped_run_s']} s (+ {t['vmapped_compile_s']} s compile) vs seed "
             f"by seed {t['seed_by_seed_run_s']} s (+ {t['seed_by_seed_compile_s']} s "
             f"compile): {t['speedup']}× faster; largest per-seed curve difference "
             f"{t['max_abs_curve_difference']:.2g}.\n"

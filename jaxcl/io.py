@@ -97,13 +97,17 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def json_ready(obj: Any) -> Any:
-    """``obj`` as :func:`write_json` stores it (tuples become lists, numpy values numbers).
+def json_ready(obj: Any, *, finite: bool = False) -> Any:
+    """``obj`` as :func:`write_json` stores it (tuples become lists, numpy values numbers);
+    ``finite``: NaN and infinities become None (JSON's ``null``: JSON has no NaN).
 
     >>> json_ready({"shape": (2, 3), "lr": np.float64(0.5), "rows": np.arange(2)})
     {'shape': [2, 3], 'lr': 0.5, 'rows': [0, 1]}
+    >>> json_ready({"curve": np.array([0.5, np.nan, np.inf])}, finite=True)
+    {'curve': [0.5, None, None]}
     """
-    return json.loads(json.dumps(obj, default=_json_default))
+    text = json.dumps(obj, default=_json_default)
+    return json.loads(text, parse_constant=(lambda constant: None) if finite else None)
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> Path:

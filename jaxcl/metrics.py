@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "learning_accuracy",
     "mean_ci95",
     "nan_where_diverged",
+    "nanmean",
     "new_task_accuracy",
     "plasticity_loss",
     "pooled_accuracy",
@@ -321,6 +323,18 @@ def nan_where_diverged(values: ArrayLike, diverged: ArrayLike) -> np.ndarray:
     diverged = np.asarray(diverged, dtype=bool)
     trailing = (1,) * (values.ndim - diverged.ndim)
     return np.where(diverged.reshape(diverged.shape + trailing), np.nan, values)
+
+
+def nanmean(values: ArrayLike, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """``np.nanmean``: the mean of the non-NaN values over ``axis`` (host-side NumPy), NaN
+    where every value is NaN (a diverged seed, a grid cell not run) without numpy's warning.
+
+    >>> nanmean([[1.0, np.nan], [3.0, np.nan]], axis=0).tolist()
+    [2.0, nan]
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice"
+        return np.nanmean(values, axis=axis)
 
 
 def plasticity_loss(curves: ArrayLike, *, window: int) -> dict[str, np.ndarray]:

@@ -236,3 +236,47 @@ def test_a_second_command_on_the_same_out_names_the_holder(tmp_path):
     # The holder gone (even by SIGKILL), the directory is free again.
     with execution.lock_directory(out):
         pass
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaggedConfig:
+    """A config whose fields after ``stream`` are flags (the fields of plasticity's Config)."""
+
+    stream: str
+    width: int = cli.flag_field(100, cli.positive_int, "units per hidden layer")
+    epochs_per_task: int = cli.flag_field(1, cli.positive_int, flag="--epochs")
+    train_per_task: int | None = cli.flag_field(10000, cli.count_or_all)
+    head: str = cli.flag_field("pair", choices=("pair", "shared"))
+    shuffle: bool = cli.flag_field(False, help="reshuffle every epoch")
+
+
+def test_flag_fields_are_flags_with_the_fields_defaults():
+    parser = cli.experiment_parser("d", methods=["a"])
+    cli.add_field_flags(parser, FlaggedConfig)
+    defaults = cli.field_flag_values(parser.parse_args([]), FlaggedConfig)
+    assert defaults == {
+        "width": 100,
+        "epochs_per_task": 1,
+        "train_per_task": 10000,
+        "head": "pair",
+        "shuffle": False,
+    }
+    argv = ["--width", "8", "--epochs", "3", "--train-per-task", "0", "--head", "shared"]
+    given = cli.field_flag_values(parser.parse_args([*argv, "--shuffle"]), FlaggedConfig)
+    assert list(given.values()) == [8, 3, None, "shared", True]  # 0: all examples
+    config = FlaggedConfig("permuted", **given)
+    assert config == FlaggedConfig("permuted", 8, 3, None, "shared", True)
+    assert dataclasses.asdict(config)["epochs_per_task"] == 3  # a plain field as a record
+    with pytest.raises(cli.UsageError, match="--width must be a positive integer, got '0'"):
+        parser.parse_args(["--width", "0"])
+    with pytest.raises(cli.UsageError, match="invalid choice: 'both'"):
+        parser.parse_args(["--head", "both"])
+    with pytest.raises(cli.UsageError, match="unrecognized arguments: --epochs-per-task"):
+        parser.parse_args(["--epochs-per-task", "2"])  # the field's flag is --epochs
+
+
+def test_flag_fields_refuse_a_typed_switch_and_a_non_dataclass():
+    with pytest.raises(ValueError, match=r"parse and choices of a switch .* must be None"):
+        cli.flag_field(False, cli.positive_int)
+    with pytest.raises(ValueError, match="config_type must be a dataclass"):
+        cli.add_field_flags(cli.experiment_parser("d", methods=["a"]), FlaggedConfig("x"))

@@ -20,6 +20,7 @@ from jaxcl.experiment import (
     difference,
     difference_table,
     differences,
+    seed_means,
     seed_timing,
     seed_timing_extras,
 )
@@ -99,6 +100,20 @@ def test_rows_text_and_files(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "table.md"]
     out = capsys.readouterr().out
     assert out.startswith("a: value 2.0000 ± 2.4841 (") and text in out
+
+
+def test_row_fields_are_written_json_ready_with_null_for_nan(tmp_path):
+    toy = dataclasses.replace(
+        TOY, row_fields=lambda values, scale, args: {"curve": np.array([scale, np.nan, np.inf])}
+    )
+    rows = cli.run_experiment(toy, ["--methods", "a", "--out", str(tmp_path)])
+    assert rows[0]["curve"] == [1.0, None, None]
+
+    def refuse(constant):
+        raise ValueError(f"results.json holds {constant}")
+
+    payload = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
+    assert payload["rows"][0]["curve"] == [1.0, None, None]
 
 
 def test_runs_merge_and_other_configurations_are_refused(tmp_path):
@@ -181,6 +196,14 @@ def test_welch_differences_and_verdicts():
     text = comparisons(rows, [("c", "b"), ("c", "missing")], "acc", title="Claims")
     assert text == "\nClaims:\n\n- c − b: +40.0 ± 63.5 points (n.s.)\n"
     assert comparisons(rows, [("x", "y")], "acc", title="Claims") == ""
+    assert Difference(0.01234, 0.005).points(digits=2) == "+1.23 ± 0.50"
+
+
+def test_seed_means_leave_null_seeds_out():
+    rows = [_row("a", [0.9, 0.8, None]), _row("b", [None, None]), {"method": "c", "metrics": {}}]
+    means = seed_means(rows, "acc")
+    assert list(means) == ["a", "b"]  # c has no acc
+    assert means["a"] == pytest.approx(0.85) and np.isnan(means["b"])
 
 
 def test_differences_of_labelled_pairs_as_a_table():
@@ -306,7 +329,7 @@ def test_seed_timing_extras_measure_under_timing_and_keep_the_measurement_otherw
         extras=seed_timing_extras(
             timed,
             curves=lambda results: results.accuracy,
-            describe=lambda c: f"lr {c['learning_rate']}",
+            describe="lr {learning_rate}",
         ),
     )
     argv = ["--seeds", "2", "--methods", "sgd", "--no-checkpoint", "--out", str(tmp_path)]

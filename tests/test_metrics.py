@@ -2,6 +2,7 @@
 
 import math
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -254,3 +255,13 @@ def test_plasticity_loss_compares_the_first_and_the_last_window():
     for window, error in [(0, ValueError), (6, ValueError), (1.0, TypeError)]:
         with pytest.raises(error, match="window must be"):
             metrics.plasticity_loss(curves, window=window)
+
+
+def test_nanmean_leaves_nan_out_and_is_nan_without_a_warning_where_all_are():
+    values = np.array([[1.0, np.nan, np.nan], [3.0, 5.0, np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would raise here
+        np.testing.assert_array_equal(metrics.nanmean(values, axis=0), [2.0, 5.0, np.nan])
+        np.testing.assert_array_equal(metrics.nanmean(values, axis=1), [1.0, 4.0])
+        assert metrics.nanmean(values) == 3.0
+        assert np.isnan(metrics.nanmean([np.nan, np.nan]))
