@@ -45,7 +45,7 @@ silences make stale moments cheap). At E = 50 (1 seed) the paper's ordering appe
 
 At the paper's protocol (E = 500, 3 seeds, ``--epochs-per-task 500 --methods
 sdmlp_k1,sdmlp+ewc``; ``results/sdm_paper/``, ~1 h per row on 2 CPU cores) both SDMLP rows
-of Table 7 hold: SDMLP k=1 67.4 ± 13.5 % pooled (paper 69 %; 63.1 ± 7.7 at E = 10) and
+of Table 7 hold: SDMLP k=1 67.4 ± 13.5 % pooled (paper 69 %; 59.1 ± 7.6 at E = 10) and
 SDMLP+EWC 83.1 ± 1.8 % (paper 83 %; 63.3 ± 3.1 at E = 10, which misses it by 20 points),
 with 29.5 and 11.1 % dead neurons. EWC alone and the 10K rows were not run at E = 500.
 """
