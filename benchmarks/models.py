@@ -65,9 +65,10 @@ Single runs: repeated ones vary by up to ~20 % per row (the DST CNN's 5-seed ste
 measured 5.8 and 7.0 ms, its probe 49-71 GFLOP/s). XLA's compiled count is 1.03-1.8× the
 analytic one (most for ResNet-18's patch copies and the DST CNN's masks and topology
 updates, element-wise work the analytic count leaves out). Below 0.8 of the probe: what
-the probe does not charge for, the CNNs' patch copies and their transposes in the
-backward pass, the DST CNN's masks and topology updates, SDMLP's top-k and weight
-projection, and XLA:CPU's per-operation overhead at these small shapes.
+the probe does not charge for, the DST CNN's masks and topology updates, SDMLP's top-k and
+weight projection, the CNNs' element-wise layers and XLA:CPU's per-operation overhead at
+these small shapes; the CNNs' patch copies cost less (``benchmarks/conv.py``: the CLASSP
+CNN's main convolution with its gradients at 0.84-0.88 of its bare products).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxcl.models import Conv, conv2d, he_normal, torch_bias_init, torch_default_init
-from jaxcl.models._layers import Dense, dense_dot_general, matmul
+from jaxcl.models._layers import Dense, dense_dot_general, im2col, matmul
 
 
 def _lax_conv(x, k, stride, padding):
@@ -62,6 +62,21 @@ def test_conv2d_patches_and_their_gradients_match_lax_per_seed(kernel, stride, p
 def _reach(values, fan_in):
     """max |w| in units of PyTorch's bound 1/√fan_in."""
     return float(jnp.max(jnp.abs(values))) * fan_in**0.5
+
+
+def test_im2col_by_hand():
+    # x[0, r, c, 0] = 3r + c on a 3×3 image. 2×2 windows, stride 1: each patch lists
+    # (0,0), (0,1), (1,0), (1,1) of its window.
+    x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+    np.testing.assert_array_equal(
+        im2col(x, (2, 2))[0],
+        [[[0, 1, 3, 4], [1, 2, 4, 5]], [[3, 4, 6, 7], [4, 5, 7, 8]]],
+    )
+    # Padding 1, stride 2: windows start at padded rows/columns 0 and 2.
+    np.testing.assert_array_equal(
+        im2col(x, (2, 2), stride=2, padding=1)[0],
+        [[[0, 0, 0, 0], [0, 0, 1, 2]], [[0, 3, 0, 6], [4, 5, 7, 8]]],
+    )
 
 
 def test_pytorch_default_inits_are_uniform_within_one_over_root_fan_in():

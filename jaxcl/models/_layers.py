@@ -13,8 +13,9 @@ Initialisers:
 
 Products: :func:`matmul` (and the :class:`Dense` layer that uses it), a matrix product
 whose kernel gradient needs no transpose; convolution (:func:`conv2d`, the :class:`Conv`
-layer) as patches × kernel matrix products on CPU, where the engine's ``vmap`` over seeds
-makes a native convolution a slow grouped one, and native on accelerators.
+layer) as patches (:func:`im2col`) × kernel matrix products on CPU, where the engine's
+``vmap`` over seeds makes a native convolution a slow grouped one, and native on
+accelerators.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "conv2d",
     "dense_dot_general",
     "he_normal",
+    "im2col",
     "matmul",
     "torch_bias_init",
     "torch_default_init",
@@ -172,11 +174,25 @@ def conv2d(
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
     kh, kw, c, o = kernel.shape
+    columns = im2col(x, (kh, kw), stride=stride, padding=padding)
+    y = matmul(columns.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o))
+    return y.reshape(*columns.shape[:3], o)
+
+
+def im2col(
+    x: jax.Array, window: tuple[int, int], *, stride: int = 1, padding: int = 0
+) -> jax.Array:
+    """The patch matrix of a convolution: ``[B, H, W, C]`` → ``[B, H', W', kh·kw·C]``.
+
+    Entry ``[b, p, q, (i·kw + j)·C + c]`` is the zero-padded ``x[b, p·stride + i, q·stride + j,
+    c]``: the features of each patch in ``(i, j, c)`` order, the kernel's HWIO layout, so that
+    ``im2col(x, (kh, kw)) @ kernel.reshape(kh·kw·C, O)`` is :func:`conv2d`.
+    """
+    kh, kw = window
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     h = (xp.shape[1] - kh) // stride + 1
     w = (xp.shape[2] - kw) // stride + 1
-    # Patch features in (i, j, c) order, matching the kernel's HWIO layout.
-    columns = jnp.concatenate(
+    return jnp.concatenate(
         [
             xp[:, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride]
             for i in range(kh)
@@ -184,8 +200,6 @@ def conv2d(
         ],
         axis=-1,
     )
-    y = matmul(columns.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o))
-    return y.reshape(x.shape[0], h, w, o)
 
 
 class Conv(nn.Module):
