@@ -125,7 +125,7 @@ def row_metrics(results: engine.Results, config: Config, args: argparse.Namespac
 
 def row_fields(results: engine.Results, config: Config, args: argparse.Namespace) -> dict:
     """Each seed's accuracy on each task right after it and after the last task."""
-    final = np.where(np.asarray(results.diverged)[:, None], np.nan, results.accuracy[:, -1])
+    final = metrics.nan_where_diverged(results.accuracy[:, -1], results.diverged)
     return {"new_task_acc": plasticity.new_task_accuracy(results), "final_task_acc": final}
 
 

@@ -99,9 +99,12 @@ class Config:
     perm_seed: int = cli.flag_field(0, int, "seed of the permutations")
 
 
+NAME = "{stream}/{optimizer}@{learning_rate:g}"  # a row's name, e.g. "permuted/sam@0.01"
+
+
 def method_name(stream: str, optimizer: str, learning_rate: float) -> str:
     """A row's name, e.g. ``"permuted/sam@0.01"``."""
-    return f"{stream}/{optimizer}@{learning_rate:g}"
+    return NAME.format(stream=stream, optimizer=optimizer, learning_rate=learning_rate)
 
 
 METHODS = {
@@ -249,7 +252,7 @@ def plot_curves(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
             )
 
 
-TIMED = "{stream}/{optimizer}@{learning_rate:g} with {num_tasks} tasks"  # --timing's run
+TIMED = NAME + " with {num_tasks} tasks"  # --timing's run
 
 
 def timed_run(args: argparse.Namespace) -> tuple[Config, engine.Run]:

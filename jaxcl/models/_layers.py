@@ -37,6 +37,7 @@ __all__ = [
     "he_normal",
     "im2col",
     "matmul",
+    "matmul_vjp",
     "torch_bias_init",
     "torch_default_init",
 ]
@@ -87,15 +88,16 @@ def _matmul_forward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
     return matmul(x, kernel), (x, kernel)
 
 
-def _matmul_backward(residuals: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, kernel = residuals
+def matmul_vjp(x: jax.Array, kernel: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(∂x, ∂kernel)`` of :func:`matmul` for the output's gradient ``g``: ``g kernelᵀ``
+    and ``xᵀ g`` (contracting the leading axes), each one matrix product."""
     lead = tuple(range(x.ndim - 1))
     dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
     dkernel = jax.lax.dot_general(x, g, ((lead, lead), ((), ())))
     return dx, dkernel
 
 
-matmul.defvjp(_matmul_forward, _matmul_backward)
+matmul.defvjp(_matmul_forward, lambda residuals, g: matmul_vjp(*residuals, g))
 
 
 def dense_dot_general(

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcl.models._layers import Initializer, he_normal, matmul
+from jaxcl.models._layers import Initializer, he_normal, matmul, matmul_vjp
 
 __all__ = ["MLP", "StandardizedDense", "standardize_weight", "standardized_matmul"]
 
@@ -96,14 +96,11 @@ def _standardized_forward(x: Array, kernel: Array) -> tuple[Array, tuple]:
 
 def _standardized_backward(residuals: tuple, g: Array) -> tuple[Array, Array]:
     x, kernel, mean, norm, row_sums, y = residuals
-    batch = tuple(range(x.ndim - 1))
-    lead = (1,) * len(batch)
+    lead = (1,) * (x.ndim - 1)
     scaled = g / norm.reshape(*lead, -1)
-    dx = jax.lax.dot_general(scaled, kernel, (((g.ndim - 1,), (1,)), ((), ())))
+    # Ĝ Wᵀ, and xᵀĜ − 1 (sᵀĜ) / K as one product: x with its row means subtracted.
+    dx, dkernel = matmul_vjp(x - row_sums / x.shape[-1], kernel, scaled)
     dx = dx - jnp.sum(scaled * mean.reshape(*lead, -1), axis=-1, keepdims=True)
-    # xᵀĜ − 1 (sᵀĜ) / K as one product: x with its row means subtracted.
-    centred_x = x - row_sums / x.shape[-1]
-    dkernel = jax.lax.dot_general(centred_x, scaled, ((batch, batch), ((), ())))
     # (W − μ) c as W c − μ c: the forward's W − μ then lives inside ν's reduction only,
     # not as a kernel-sized array kept for the backward pass.
     # Σ_b G_b ⊙ y_b as a product with ones: XLA:CPU reduces over the batch axis slowly.
