@@ -78,6 +78,41 @@ from jaxcl.engine import GridResults, Results, Run
 from jaxcl.experiment import Experiment, config_record
 from jaxcl.io import json_ready
 
+__all__ = [
+    "DEBUG_ENV",
+    "ExperimentParser",
+    "UsageError",
+    "add_field_flags",
+    "check_processes",
+    "chosen_methods",
+    "chunk_size",
+    "count_or_all",
+    "experiment_args",
+    "experiment_parser",
+    "experiment_text",
+    "field_flag_values",
+    "finite_float",
+    "flag_field",
+    "grid_name",
+    "host_port",
+    "int_between",
+    "join_processes",
+    "main",
+    "method_names",
+    "method_row",
+    "multi_process",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_int",
+    "previous_results",
+    "programs",
+    "run_experiment",
+    "run_method",
+    "selected_methods",
+    "structural_config",
+    "writable_directory",
+]
+
 DEBUG_ENV = "JAXCL_DEBUG"
 # The resources a command run by :func:`main` holds until it ends (the lock on --out).
 _COMMAND_SCOPE: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar(

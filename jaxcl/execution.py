@@ -65,6 +65,18 @@ from jaxcl.engine import EngineState, GridResults, Results, Run, TaskRecord, con
 from jaxcl.io import atomic_write_bytes, atomic_write_text, digest
 from jaxcl.processes import each_process, host_array, is_main
 
+__all__ = [
+    "DirectoryLocked",
+    "FinalDiagnostics",
+    "Interrupted",
+    "auto_seed_chunk",
+    "free_memory_bytes",
+    "group_size",
+    "lock_directory",
+    "program_bytes",
+    "run_seeds",
+]
+
 # The trained learners of a seed group (leading seed axis) -> {name: [S, ...] array}.
 FinalDiagnostics = Callable[[EngineState], Mapping[str, Any]]
 _MEMORY_FRACTION = 0.5  # of the free memory one seed group may plan to use

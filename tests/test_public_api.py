@@ -1,0 +1,55 @@
+"""Every public module of jaxcl declares its API in ``__all__``.
+
+A public module is one whose path has no part starting with ``_`` (its package's
+``__init__`` re-exports the private submodules' names). Its ``__all__`` names only what
+the module has, and every function and class it defines without a leading underscore,
+so ``from jaxcl.x import *`` and the documentation see the whole API and nothing else.
+"""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import jaxcl
+
+ROOT = Path(jaxcl.__file__).resolve().parent
+
+
+def _public_modules() -> list[str]:
+    names = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        if len(parts) > 1 and not any(p.startswith("_") for p in parts):
+            names.append(".".join(parts))
+    return names
+
+
+def _defined_public(module: str) -> set[str]:
+    """The functions and classes ``module``'s source defines at top level, no underscore."""
+    source = Path(importlib.import_module(module).__file__).read_text(encoding="utf-8")
+    return {
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
+    }
+
+
+PUBLIC = _public_modules()
+
+
+def test_the_public_modules_are_found():
+    assert {"jaxcl.cli", "jaxcl.execution", "jaxcl.optim", "jaxcl.engine"} <= set(PUBLIC)
+    assert not [m for m in PUBLIC if "._" in m]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_all_lists_exactly_what_the_module_has_and_every_public_definition(name):
+    module = importlib.import_module(name)
+    assert hasattr(module, "__all__"), f"{name} has no __all__"
+    exported = list(module.__all__)
+    assert len(exported) == len(set(exported)), f"{name}.__all__ repeats a name"
+    assert [n for n in exported if not hasattr(module, n)] == []
+    assert sorted(_defined_public(name) - set(exported)) == []
