@@ -67,7 +67,7 @@ from jaxcl.models.mlp import MLP
 from jaxcl.optim import get_optimizer
 
 STREAMS = ("permuted", "class_pairs")
-OPTIMIZERS = ("sgd", "sam", "gnp")
+COMPARED = ("sgd", "sam", "gnp")  # the optimizers compared
 LEARNING_RATES = (0.01, 0.001)
 METRICS = ("first", "last", "plasticity_loss")
 NUM_PAIRS = math.comb(10, 2)  # the class pairs of MNIST's digits
@@ -108,7 +108,7 @@ def method_name(stream: str, optimizer: str, learning_rate: float) -> str:
 
 
 METHODS = {
-    method_name(*spec): spec for spec in itertools.product(STREAMS, OPTIMIZERS, LEARNING_RATES)
+    method_name(*spec): spec for spec in itertools.product(STREAMS, COMPARED, LEARNING_RATES)
 }
 
 
@@ -198,9 +198,9 @@ def paper_findings(rows: list[dict]) -> list[str]:
             )
     means = seed_means(rows, "plasticity_loss")
     for lr in LEARNING_RATES:
-        names = {opt: method_name("class_pairs", opt, lr) for opt in OPTIMIZERS}
+        names = {opt: method_name("class_pairs", opt, lr) for opt in COMPARED}
         if all(name in means for name in names.values()):
-            best = min(OPTIMIZERS, key=lambda opt: means[names[opt]])
+            best = min(COMPARED, key=lambda opt: means[names[opt]])
             lines.append(
                 f"Class pairs, lr {lr:g}: GNP keeps plasticity best (smallest mean plasticity "
                 f"loss; here {best}): {'holds' if best == 'gnp' else 'does NOT hold'}."

@@ -53,3 +53,22 @@ def test_all_lists_exactly_what_the_module_has_and_every_public_definition(name)
     assert len(exported) == len(set(exported)), f"{name}.__all__ repeats a name"
     assert [n for n in exported if not hasattr(module, n)] == []
     assert sorted(_defined_public(name) - set(exported)) == []
+
+
+def test_scripts_do_not_reuse_the_librarys_constant_names():
+    """``experiments/`` and ``benchmarks/`` name their constants apart from the library's
+    (e.g. a script's own ``OPTIMIZERS`` would read as jaxcl.optim's registry)."""
+    library = {n for name in PUBLIC for n in importlib.import_module(name).__all__ if n.isupper()}
+    assert {"OPTIMIZERS", "ACTIVATIONS", "SCENARIOS"} <= library
+    scripts = sorted(
+        p for d in ("experiments", "benchmarks") for p in (ROOT.parent / d).glob("*.py")
+    )
+    reused = {
+        (path.name, target.id)
+        for path in scripts
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name) and target.id in library
+    }
+    assert reused == set()
