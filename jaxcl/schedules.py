@@ -118,11 +118,19 @@ def step_decay(
     The steps are ``round(fraction · total_steps)`` (an optax piecewise-constant
     schedule); fractions that round to the same step multiply there once.
 
+    Raises:
+      ValueError: ``init_value`` or ``factor`` negative or not finite (it is a learning
+        rate), a fraction outside [0, 1] (a step after the task would never come), or
+        ``total_steps`` not a positive integer.
+
     Example:
       >>> lr = step_decay(1e-3, total_steps=8)  # ×0.1 at steps 4 and 6
       >>> [round(float(lr(count)), 7) for count in (3, 4, 5, 6)]
       [0.001, 0.0001, 0.0001, 1e-05]
     """
     total_steps = _checks.positive_int("total_steps", total_steps)
+    init_value = _checks.non_negative("init_value", init_value, scalar=True)
+    factor = _checks.non_negative("factor", factor, scalar=True)
+    fractions = [_checks.in_range("fractions", f, 0, 1, scalar=True) for f in fractions]
     boundaries = {round(fraction * total_steps): factor for fraction in fractions}
     return optax.piecewise_constant_schedule(init_value, boundaries)

@@ -91,3 +91,17 @@ def test_step_decay_multiplies_at_the_rounded_fractions():
     assert [float(short(c)) for c in (0, 1)] == pytest.approx([0.1, 0.01])
     with pytest.raises(ValueError, match="total_steps must be a positive integer, got 0"):
         schedules.step_decay(1.0, total_steps=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"init_value": -1e-3}, "init_value must be >= 0, got -0.001"),
+        ({"init_value": float("nan")}, "init_value must be >= 0, got nan"),
+        ({"factor": -0.1}, "factor must be >= 0, got -0.1"),
+        ({"fractions": (0.5, 1.5)}, r"fractions must be in \[0, 1\], got 1.5"),
+    ],
+)
+def test_step_decay_refuses_a_negative_rate_or_a_step_after_the_task(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        schedules.step_decay(**{"init_value": 1e-3, "total_steps": 10, **kwargs})
