@@ -8,23 +8,14 @@ so ``from jaxcl.x import *`` and the documentation see the whole API and nothing
 
 import ast
 import importlib
+import pkgutil
 from pathlib import Path
 
 import pytest
 
 import jaxcl
 
-ROOT = Path(jaxcl.__file__).resolve().parent
-
-
-def _public_modules() -> list[str]:
-    names = []
-    for path in sorted(ROOT.rglob("*.py")):
-        parts = path.relative_to(ROOT.parent).with_suffix("").parts
-        parts = parts[:-1] if parts[-1] == "__init__" else parts
-        if len(parts) > 1 and not any(p.startswith("_") for p in parts):
-            names.append(".".join(parts))
-    return names
+CHECKOUT = Path(jaxcl.__file__).resolve().parents[1]
 
 
 def _defined_public(module: str) -> set[str]:
@@ -37,7 +28,10 @@ def _defined_public(module: str) -> set[str]:
     }
 
 
-PUBLIC = _public_modules()
+# jaxcl's modules and packages whose names have no private part (the package itself aside).
+PUBLIC = sorted(
+    m.name for m in pkgutil.walk_packages(jaxcl.__path__, "jaxcl.") if "._" not in m.name
+)
 
 
 def test_the_public_modules_are_found():
@@ -60,9 +54,7 @@ def test_scripts_do_not_reuse_the_librarys_constant_names():
     (e.g. a script's own ``OPTIMIZERS`` would read as jaxcl.optim's registry)."""
     library = {n for name in PUBLIC for n in importlib.import_module(name).__all__ if n.isupper()}
     assert {"OPTIMIZERS", "ACTIVATIONS", "SCENARIOS"} <= library
-    scripts = sorted(
-        p for d in ("experiments", "benchmarks") for p in (ROOT.parent / d).glob("*.py")
-    )
+    scripts = sorted(p for d in ("experiments", "benchmarks") for p in (CHECKOUT / d).glob("*.py"))
     reused = {
         (path.name, target.id)
         for path in scripts
